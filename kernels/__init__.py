@@ -1,0 +1,1 @@
+"""Pure-JAX sweep kernels (policies, fill models, the scan backtest, online metrics)."""

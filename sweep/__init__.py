@@ -1,0 +1,1 @@
+"""Orchestration: CLI, data ingestion, frames, sweeps, verification, reports."""

@@ -1,0 +1,225 @@
+"""L2 order-book replay over an event table, on either clock.
+
+The book is held as two dense quantity arrays indexed by integer tick (``tick - base_tick``),
+which is fast in numba and exact for the price ranges a day of one instrument covers.
+
+Semantics (the same as the exchange model of DESIGN §4, where they are sound):
+
+* DEPTH / SNAPSHOT set the absolute size at a tick; a size below half a lot deletes it.
+* CLEAR with a NaN price wipes the side (side 0: both); with a finite price it deletes from the
+  best level through that price (hftbacktest's "clear up to").
+* A level that would cross the opposite best deletes the crossed opposite levels (they are
+  stale: a consistent exchange book cannot be crossed).  Each such repair is counted.
+* BBO rows are ignored when ``use_bbo`` is False (sources with depth keep them for checks);
+  when True (quotes-only sources) a BBO row replaces its whole side by that one level.
+* TRADE rows do not touch the book.
+
+Outputs are integer ticks; an empty side is ``NO_BID`` / ``NO_ASK``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numba
+import numpy as np
+
+from ..errors import InputError
+from .events import BBO, CLEAR, DEPTH, SNAPSHOT
+
+NO_BID = np.iinfo(np.int64).min // 4
+NO_ASK = np.iinfo(np.int64).max // 4
+MAX_BOOK_TICKS = 50_000_000
+
+
+@dataclasses.dataclass
+class BookReplay:
+    """Result of :func:`replay_book`.
+
+    Attributes:
+        order: indices into the input table, in the order the events were applied.
+        best_bid, best_ask: best ticks after each applied event (aligned with ``order``).
+        sample_ts: the sample times (ns) on the chosen clock.
+        bid_ticks, bid_qty, ask_ticks, ask_qty: ``[samples, levels]`` book tops after every event
+            stamped ``<= sample_ts`` (ticks; qty in instrument units; missing levels have tick
+            NO_BID/NO_ASK and qty 0).
+        crossed_repairs: how many times a crossing update deleted stale opposite levels.
+    """
+
+    order: np.ndarray
+    best_bid: np.ndarray
+    best_ask: np.ndarray
+    sample_ts: np.ndarray
+    bid_ticks: np.ndarray
+    bid_qty: np.ndarray
+    ask_ticks: np.ndarray
+    ask_qty: np.ndarray
+    crossed_repairs: int
+
+
+def price_to_ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
+    """Nearest integer tick (halves away from zero, as hftbacktest's ``tick()``)."""
+    scaled = np.asarray(price, dtype=np.float64) / tick_size
+    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _replay(kinds, sides, ticks, qtys, ts, base_tick, n_ticks, half_lot, use_bbo, sample_ts, n_levels):
+    bid_q = np.zeros(n_ticks, np.float64)
+    ask_q = np.zeros(n_ticks, np.float64)
+    best_bid = -1  # index into the arrays; -1 = empty
+    best_ask = n_ticks  # n_ticks = empty
+    n = kinds.shape[0]
+    out_bid = np.empty(n, np.int64)
+    out_ask = np.empty(n, np.int64)
+    n_samples = sample_ts.shape[0]
+    s_bid_t = np.full((n_samples, n_levels), NO_BID, np.int64)
+    s_ask_t = np.full((n_samples, n_levels), NO_ASK, np.int64)
+    s_bid_q = np.zeros((n_samples, n_levels), np.float64)
+    s_ask_q = np.zeros((n_samples, n_levels), np.float64)
+    repairs = 0
+    sample = 0
+    for i in range(n + 1):
+        # Record samples whose time is before this event (events stamped <= sample are applied).
+        while sample < n_samples and (i == n or ts[i] > sample_ts[sample]):
+            k = 0
+            j = best_bid
+            while k < n_levels and j >= 0:
+                if bid_q[j] > 0.0:
+                    s_bid_t[sample, k] = j + base_tick
+                    s_bid_q[sample, k] = bid_q[j]
+                    k += 1
+                j -= 1
+            k = 0
+            j = best_ask
+            while k < n_levels and j < n_ticks:
+                if ask_q[j] > 0.0:
+                    s_ask_t[sample, k] = j + base_tick
+                    s_ask_q[sample, k] = ask_q[j]
+                    k += 1
+                j += 1
+            sample += 1
+        if i == n:
+            break
+        kind = kinds[i]
+        side = sides[i]
+        if kind == DEPTH or kind == SNAPSHOT or (kind == BBO and use_bbo):
+            idx = ticks[i] - base_tick
+            q = qtys[i]
+            if q < half_lot:
+                q = 0.0
+            if kind == BBO:
+                # A quote replaces its whole side by one level.
+                if side > 0:
+                    for j in range(max(best_bid, 0), -1, -1):
+                        bid_q[j] = 0.0
+                    best_bid = -1
+                else:
+                    for j in range(best_ask, n_ticks):
+                        ask_q[j] = 0.0
+                    best_ask = n_ticks
+            if side > 0:
+                bid_q[idx] = q
+                if q > 0.0:
+                    if idx > best_bid:
+                        best_bid = idx
+                    if idx >= best_ask:
+                        repairs += 1
+                        for j in range(best_ask, idx + 1):
+                            ask_q[j] = 0.0
+                        best_ask = idx + 1
+                        while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
+                            best_ask += 1
+                elif idx == best_bid:
+                    while best_bid >= 0 and bid_q[best_bid] <= 0.0:
+                        best_bid -= 1
+            elif side < 0:
+                ask_q[idx] = q
+                if q > 0.0:
+                    if idx < best_ask:
+                        best_ask = idx
+                    if idx <= best_bid:
+                        repairs += 1
+                        for j in range(idx, best_bid + 1):
+                            bid_q[j] = 0.0
+                        best_bid = idx - 1
+                        while best_bid >= 0 and bid_q[best_bid] <= 0.0:
+                            best_bid -= 1
+                elif idx == best_ask:
+                    while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
+                        best_ask += 1
+        elif kind == CLEAR:
+            full = ticks[i] == NO_BID
+            if side >= 0 and best_bid >= 0:
+                lo = 0 if full else max(ticks[i] - base_tick, 0)
+                for j in range(lo, best_bid + 1):
+                    bid_q[j] = 0.0
+                best_bid = lo - 1
+                while best_bid >= 0 and bid_q[best_bid] <= 0.0:
+                    best_bid -= 1
+            if side <= 0 and best_ask < n_ticks:
+                hi = n_ticks - 1 if full else min(ticks[i] - base_tick, n_ticks - 1)
+                for j in range(best_ask, hi + 1):
+                    ask_q[j] = 0.0
+                best_ask = hi + 1
+                while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
+                    best_ask += 1
+        out_bid[i] = best_bid + base_tick if best_bid >= 0 else NO_BID
+        out_ask[i] = best_ask + base_tick if best_ask < n_ticks else NO_ASK
+    return out_bid, out_ask, s_bid_t, s_bid_q, s_ask_t, s_ask_q, repairs
+
+
+def replay_book(
+    table: np.ndarray,
+    tick_size: float,
+    lot_size: float,
+    *,
+    clock: str = "local",
+    sample_ts: np.ndarray | None = None,
+    n_levels: int = 20,
+    use_bbo: bool | None = None,
+    source: str = "",
+) -> BookReplay:
+    """Replay the book of an event table on the ``"local"`` or ``"exch"`` clock.
+
+    Args:
+        table: event table (``EVENT_DTYPE``); any order, it is stably sorted by the clock.
+        tick_size, lot_size: instrument tick (price units) and lot (qty units).
+        clock: ``"local"`` (what the bot sees, by ``local_ts``) or ``"exch"`` (the exchange's
+            book, by ``exch_ts``).
+        sample_ts: sorted times (ns, same clock) at which to record the top ``n_levels``.
+        use_bbo: apply BBO rows as the book; default: only when the table has no depth rows.
+    """
+    if clock not in ("local", "exch"):
+        raise ValueError(f"clock must be 'local' or 'exch', got {clock!r}")
+    ts_all = table["local_ts" if clock == "local" else "exch_ts"]
+    order = np.argsort(ts_all, kind="stable")
+    ev = table[order]
+    kinds = ev["kind"]
+    if use_bbo is None:
+        use_bbo = not bool(np.any((kinds == DEPTH) | (kinds == SNAPSHOT)))
+    book_kinds = (kinds == DEPTH) | (kinds == SNAPSHOT) | ((kinds == BBO) & use_bbo)
+    prices = ev["price"]
+    finite = np.isfinite(prices)
+    ticks = np.full(len(ev), NO_BID, np.int64)
+    ticks[finite] = price_to_ticks(prices[finite], tick_size)
+    book_ticks = ticks[book_kinds]
+    if len(book_ticks):
+        base_tick = int(book_ticks.min())
+        n_ticks = int(book_ticks.max()) - base_tick + 1
+    else:
+        base_tick, n_ticks = 0, 1
+    if n_ticks > MAX_BOOK_TICKS:
+        raise InputError(
+            f"book spans {n_ticks:,} ticks (prices {book_ticks.min() * tick_size} .. {book_ticks.max() * tick_size}); "
+            "tick_size too small or stray prices in the data",
+            source=source,
+        )
+    samples = np.asarray(sample_ts if sample_ts is not None else np.empty(0, np.int64), dtype=np.int64)
+    if len(samples) > 1 and np.any(np.diff(samples) < 0):
+        raise ValueError("sample_ts must be sorted")
+    out = _replay(
+        kinds.astype(np.int64), ev["side"].astype(np.int64), ticks, ev["qty"].astype(np.float64),
+        ts_all[order].astype(np.int64), base_tick, n_ticks, 0.5 * lot_size, bool(use_bbo), samples, int(n_levels),
+    )
+    best_bid, best_ask, bid_t, bid_q, ask_t, ask_q, repairs = out
+    return BookReplay(order, best_bid, best_ask, samples, bid_t, bid_q, ask_t, ask_q, int(repairs))

@@ -1,0 +1,156 @@
+"""Signal features computed on the frame grid from the local view (DESIGN §2.2).
+
+Every feature is a float64 column ``F[t, k]`` known at decision time ``local_ts[t]`` (it uses
+only book states at or before that time).  Rows before a feature's look-back is filled are
+set to 0 (a neutral signal) and counted in the frames' ``meta['warmup_rows']``.
+
+Feature specs are small dicts (as they appear in an experiment YAML)::
+
+    {kind: mid_return, lag_s: 1.0}                       # log(mid[t] / mid[t - lag]), fraction
+    {kind: rolling_return, instrument: spot, window_s: 300, shift_s: 0}
+        # mid[t-shift] / mean(mid over (t-shift-window, t-shift]) - 1, fraction.  With window
+        # 300 s and shift 0 this is the APT study's "price vs its mean over a 5-minute window
+        # centred 2.5 minutes back".
+    {kind: imbalance, levels: 5}                         # (Qbid - Qask) / (Qbid + Qask) over the
+                                                         # top `levels` levels, in [-1, 1]
+    {kind: realized_vol, window_s: 60}                   # sqrt(mean of squared per-row log mid
+                                                         # returns / interval_s), fraction per sqrt(s)
+    {kind: vamp_bps, levels: 5}                          # volume-adjusted mid vs mid, in bps
+    {kind: mid, instrument: spot}                        # the mid price itself (price units)
+
+``instrument`` defaults to the quoted instrument.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+KINDS = ("mid_return", "rolling_return", "imbalance", "realized_vol", "vamp_bps", "mid")
+_PARAMS = {
+    "mid_return": {"lag_s"},
+    "rolling_return": {"window_s", "shift_s"},
+    "imbalance": {"levels"},
+    "realized_vol": {"window_s"},
+    "vamp_bps": {"levels"},
+    "mid": set(),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """One feature column; see the module docstring for kinds, parameters and units."""
+
+    kind: str
+    instrument: str | None = None
+    lag_s: float = 1.0
+    window_s: float = 300.0
+    shift_s: float = 0.0
+    levels: int = 5
+
+    @property
+    def name(self) -> str:
+        prefix = f"{self.instrument}." if self.instrument else ""
+        suffix = {
+            "mid_return": f"_{self.lag_s:g}s",
+            "rolling_return": f"_{self.window_s:g}s" + (f"_shift{self.shift_s:g}s" if self.shift_s else ""),
+            "imbalance": f"_{self.levels}",
+            "realized_vol": f"_{self.window_s:g}s",
+            "vamp_bps": f"_{self.levels}",
+            "mid": "",
+        }[self.kind]
+        return f"{prefix}{self.kind}{suffix}"
+
+    @property
+    def depth_levels(self) -> int:
+        return self.levels if self.kind in ("imbalance", "vamp_bps") else 1
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any] | str, where: str = "features") -> "FeatureSpec":
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise InputError(f"a feature needs a 'kind' (one of {', '.join(KINDS)})", key=where)
+        kind = spec["kind"]
+        if kind not in KINDS:
+            raise InputError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}", key=f"{where}.kind")
+        unknown = set(spec) - {"kind", "instrument"} - _PARAMS[kind]
+        if unknown:
+            raise InputError(f"unknown key(s) {sorted(unknown)} for feature {kind!r}; allowed: "
+                             f"{sorted(_PARAMS[kind] | {'instrument'})}", key=f"{where}.{sorted(unknown)[0]}")
+        out = cls(**spec)
+        for name in ("lag_s", "window_s"):
+            if name in _PARAMS[kind] and not getattr(out, name) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(out, name)}", key=f"{where}.{name}")
+        if out.shift_s < 0:
+            raise InputError(f"shift_s must be >= 0, got {out.shift_s}", key=f"{where}.shift_s")
+        if kind in ("imbalance", "vamp_bps") and not (isinstance(out.levels, int) and out.levels >= 1):
+            raise InputError(f"levels must be a positive integer, got {out.levels!r}", key=f"{where}.levels")
+        return out
+
+
+def _rows(seconds: float, interval_ns: int, spec: FeatureSpec, what: str) -> int:
+    rows = seconds * 1e9 / interval_ns
+    if abs(rows - round(rows)) > 1e-9 or round(rows) < 0:
+        raise InputError(f"{spec.name}: {what} {seconds} s is not a whole number of {interval_ns / 1e9:g} s intervals",
+                         key="features")
+    return int(round(rows))
+
+
+def _shift(x: np.ndarray, rows: int, fill: float = np.nan) -> np.ndarray:
+    if rows == 0:
+        return x.copy()
+    out = np.full_like(x, fill)
+    out[rows:] = x[:-rows]
+    return out
+
+
+def compute_feature(spec: FeatureSpec, view: dict[str, np.ndarray], interval_ns: int, tick_size: float) -> np.ndarray:
+    """One feature column from a local view (``bid_ticks/bid_qty/ask_ticks/ask_qty [T, L]`` and
+    ``mid`` [T] in price units).  NaN marks warm-up rows (the caller zero-fills and counts)."""
+    mid = view["mid"]
+    if spec.kind == "mid":
+        return mid.copy()
+    if spec.kind == "mid_return":
+        lag = _rows(spec.lag_s, interval_ns, spec, "lag_s")
+        return np.log(mid / _shift(mid, lag))
+    if spec.kind == "rolling_return":
+        window = _rows(spec.window_s, interval_ns, spec, "window_s")
+        shift = _rows(spec.shift_s, interval_ns, spec, "shift_s")
+        csum = np.concatenate([[0.0], np.cumsum(mid)])
+        mean = np.full_like(mid, np.nan)
+        if window <= len(mid):
+            mean[window - 1:] = (csum[window:] - csum[:-window]) / window
+        return _shift(mid / mean - 1.0, shift)
+    if spec.kind == "realized_vol":
+        window = _rows(spec.window_s, interval_ns, spec, "window_s")
+        step = np.log(mid / _shift(mid, 1))
+        sq = np.where(np.isfinite(step), step * step, 0.0)
+        csum = np.concatenate([[0.0], np.cumsum(sq)])
+        out = np.full_like(mid, np.nan)
+        if window < len(mid):
+            out[window:] = np.sqrt((csum[window + 1:] - csum[1:-window]) / window / (interval_ns / 1e9))
+        return out
+    levels = spec.levels
+    bid_q = view["bid_qty"][:, :levels]
+    ask_q = view["ask_qty"][:, :levels]
+    if spec.kind == "imbalance":
+        total = bid_q.sum(1) + ask_q.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (bid_q.sum(1) - ask_q.sum(1)) / total, 0.0)
+    if spec.kind == "vamp_bps":
+        bid_px = np.where(bid_q > 0, view["bid_ticks"][:, :levels], 0) * tick_size
+        ask_px = np.where(ask_q > 0, view["ask_ticks"][:, :levels], 0) * tick_size
+        pair = (bid_q > 0) & (ask_q > 0)
+        # Each side's price is weighted by the *opposite* side's size (the price leans toward
+        # the thinner side, where the next trade is likelier to move it); only levels present
+        # on both sides count, so a missing level does not bias the price.
+        num = (np.where(pair, bid_px * ask_q + ask_px * bid_q, 0.0)).sum(1)
+        den = (np.where(pair, ask_q + bid_q, 0.0)).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vamp = np.where(den > 0, num / den, mid)
+        return (vamp / mid - 1.0) * 1e4
+    raise AssertionError(spec.kind)
