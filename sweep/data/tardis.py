@@ -417,6 +417,8 @@ def _read_file(path: str, symbol: str | None, quotes_only: bool | None) -> _File
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         raise InputError(f"duplicate column(s) {dup}", source=path, line=1)
+    if data.endswith((b"\n\n", b"\n\r\n")):  # tolerate blank lines at the very end only
+        data = data.rstrip(b"\r\n") + b"\n"
     _check_field_counts(data, len(header), path)
     df = _parse(data, header, needed, path)
     rows_in_file = len(df)

@@ -1,0 +1,75 @@
+"""``mmsweep data inspect``: what is in an event table, and what is wrong with it."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+
+from .book import NO_ASK, NO_BID, replay_book
+from .events import KIND_NAMES, Events
+
+
+def _utc(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def summarize(events: Events) -> dict[str, Any]:
+    """Facts about ``events``: span, counts by kind, tick/lot, feed latency, gaps, crossings."""
+    table = events.table
+    inst = events.instrument
+    local, exch = table["local_ts"], table["exch_ts"]
+    feed_ms = (local - exch) / 1e6
+    kinds, counts = np.unique(table["kind"], return_counts=True)
+    local_book = replay_book(table, inst.tick_size, inst.lot_size, clock="local", n_levels=1, source=events.source)
+    exch_book = replay_book(table, inst.tick_size, inst.lot_size, clock="exch", n_levels=1, source=events.source)
+    two_sided = (local_book.best_bid != NO_BID) & (local_book.best_ask != NO_ASK)
+    spread = (local_book.best_ask - local_book.best_bid)[two_sided]
+    meta = events.meta
+    return {
+        "source": events.source,
+        "symbol": inst.symbol,
+        "venue": inst.venue,
+        "events": int(len(table)),
+        "first_local": _utc(int(local.min())),
+        "last_local": _utc(int(local.max())),
+        "span_s": float((local.max() - local.min()) / 1e9),
+        "counts": {KIND_NAMES.get(int(k), str(k)): int(c) for k, c in zip(kinds, counts)},
+        "tick_size": inst.tick_size,
+        "tick_size_inferred": bool(meta.get("tick_size_inferred", False)),
+        "lot_size": inst.lot_size,
+        "lot_size_inferred": bool(meta.get("lot_size_inferred", False)),
+        "feed_latency_ms": {p: float(np.percentile(feed_ms, q)) for p, q in
+                            (("min", 0), ("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        "clock_offset_ns": meta.get("clock_offset_ns"),
+        "sequence_gaps": len(meta.get("gaps", [])),
+        "gaps": meta.get("gaps", [])[:10],
+        "crossed_repairs_local": local_book.crossed_repairs,
+        "crossed_repairs_exch": exch_book.crossed_repairs,
+        "one_tick_spread_share": float(np.mean(spread == 1)) if len(spread) else float("nan"),
+        "median_spread_ticks": float(np.median(spread)) if len(spread) else float("nan"),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable multi-line text of :func:`summarize`'s output."""
+    s = summary
+    lines = [
+        f"{s['source']}",
+        f"  instrument     {s['symbol']} {('(' + s['venue'] + ')') if s['venue'] else ''}".rstrip(),
+        f"  span           {s['first_local']} -> {s['last_local']} UTC  ({s['span_s']:.1f} s, local clock)",
+        f"  events         {s['events']:,}  " + ", ".join(f"{k} {v:,}" for k, v in s["counts"].items()),
+        f"  tick / lot     {s['tick_size']:g}{' (inferred)' if s['tick_size_inferred'] else ''} / "
+        f"{s['lot_size']:g}{' (inferred)' if s['lot_size_inferred'] else ''}",
+        "  feed latency   " + "  ".join(f"{k} {v:.3f} ms" for k, v in s["feed_latency_ms"].items()),
+    ]
+    if s["clock_offset_ns"] is not None:
+        lines.append(f"  clock offset   local clock shifted by {s['clock_offset_ns'] / 1e9:+.6f} s")
+    lines.append(f"  sequence gaps  {s['sequence_gaps']}")
+    for gap in s["gaps"]:
+        lines.append(f"                 {gap}")
+    lines.append(f"  crossed book   {s['crossed_repairs_local']} crossing update(s) on the local clock, "
+                 f"{s['crossed_repairs_exch']} on the exchange clock (stale opposite levels removed)")
+    lines.append(f"  spread         one tick {100 * s['one_tick_spread_share']:.1f} % of updates, "
+                 f"median {s['median_spread_ticks']:g} ticks")
+    return "\n".join(lines)
