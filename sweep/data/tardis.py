@@ -104,35 +104,47 @@ class _FileRows:
 
 
 def _read_bytes(path: str) -> bytes:
-    """Whole file contents, gunzipped if it starts with the gzip magic bytes."""
+    """Whole file contents, gunzipped if it starts with the gzip magic bytes.
+
+    zlib is driven directly (not ``gzip.open``) so that a truncated or corrupt stream still
+    yields the text decoded before the damage, and the error can name the line it stops in.
+    """
     try:
         with open(path, "rb") as fh:
-            head = fh.read(2)
-            fh.seek(0)
-            if head != b"\x1f\x8b":
-                return fh.read()
-            out = bytearray()
-            with gzip.GzipFile(fileobj=fh) as gz:
-                try:
-                    while chunk := gz.read(1 << 24):
-                        out += chunk
-                except (EOFError, OSError, zlib.error) as exc:
-                    line = out.count(b"\n") + 1
-                    raise InputError(
-                        f"corrupt or truncated gzip stream ({exc}); the data stop inside line {line}",
-                        source=path, line=line,
-                    ) from exc
-            return bytes(out)
+            raw = fh.read()
     except FileNotFoundError as exc:
         raise InputError("file not found", source=path) from exc
     except IsADirectoryError as exc:
         raise InputError("is a directory, expected a CSV file", source=path) from exc
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    out: list[bytes] = []
+    rest = raw
+    while rest[:2] == b"\x1f\x8b":  # one gzip member after another
+        dec = zlib.decompressobj(wbits=31)
+        problem = None
+        try:
+            out.append(dec.decompress(rest))
+            out.append(dec.flush())
+        except zlib.error as exc:
+            problem = f"corrupt gzip stream ({exc})"
+        if problem is None and not dec.eof:
+            problem = "truncated gzip stream (the file ends before the gzip end-of-stream marker)"
+        if problem:
+            line = sum(chunk.count(b"\n") for chunk in out) + 1
+            raise InputError(f"{problem}; the data stop inside line {line}", source=path, line=line)
+        rest = dec.unused_data
+    if rest.strip(b"\x00"):
+        raise InputError("trailing garbage after the gzip stream", source=path)
+    return b"".join(out)
 
 
 def detect_tardis_type(header: list[str]) -> str:
     """Data type of a Tardis CSV from its column names (``trades``, ``incremental_book_L2``,
     ``quotes`` -- also book_ticker -- or ``book_snapshot``); raises on anything else."""
     cols = set(header)
+    if "strike_price" in cols:  # options_chain also has bid_price/ask_price columns
+        raise InputError("options_chain files are not supported")
     if any(_SNAP_RE.match(c) for c in cols):
         return SNAPSHOT_N
     if "is_snapshot" in cols:
@@ -145,6 +157,14 @@ def detect_tardis_type(header: list[str]) -> str:
         f"unrecognized Tardis CSV header {header!r}; supported: trades, incremental_book_L2, "
         "quotes/book_ticker, book_snapshot_N",
     )
+
+
+def _field_counts_plausible(data: bytes, n_fields: int) -> bool:
+    """Cheap test: as many commas as (lines x separators).  Together with polars refusing lines
+    with *more* fields than the header, it rules out short lines too (a short line would need a
+    long one to balance the count)."""
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    return data.count(b",") == n_lines * (n_fields - 1)
 
 
 def _check_field_counts(data: bytes, n_fields: int, path: str) -> None:
@@ -173,6 +193,7 @@ def _parse(data: bytes, header: list[str], columns: list[str], path: str) -> pl.
     try:
         return pl.read_csv(io.BytesIO(data), columns=columns, schema_overrides=schema, has_header=True)
     except Exception as exc:  # polars reports byte offsets, not lines: find the line ourselves
+        _check_field_counts(data, len(header), path)
         try:
             raw = pl.read_csv(io.BytesIO(data), columns=columns, infer_schema=False, has_header=True)
         except Exception:
@@ -229,28 +250,39 @@ def _checked_amount(v: np.ndarray, col: str, path: str, allow_null: np.ndarray |
 def _floats(df: pl.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
     """Column as float64 with nulls as NaN, plus the null mask."""
     s = df[col]
+    if s.null_count() == 0:  # the common case: zero-copy, no mask to build
+        return s.to_numpy().astype(np.float64, copy=False), np.zeros(len(s), bool)
     null = s.is_null().to_numpy()
     return s.fill_null(float("nan")).to_numpy().astype(np.float64, copy=False), null
 
 
+def _codes(df: pl.DataFrame, col: str, mapping: dict[str, int], message: str, path: str) -> np.ndarray:
+    """Map a text column to int8 codes (case and spaces ignored); unknown text is an error.
+
+    Done in polars: turning a string column into a numpy object array is the slowest step
+    otherwise."""
+    raw = df[col].cast(pl.String)
+    codes = raw.replace_strict(mapping, default=None, return_dtype=pl.Int8)
+    if codes.null_count():  # only then pay for normalising case, spaces and nulls
+        norm = raw.fill_null("").str.strip_chars().str.to_lowercase()
+        codes = norm.replace_strict(mapping, default=None, return_dtype=pl.Int8)
+        bad = codes.is_null().to_numpy()
+        if bad.any():
+            _fail_rows(bad, message, path, df[col].to_numpy())
+    return codes.to_numpy()
+
+
 def _trades(df: pl.DataFrame, exch, local, path: str) -> tuple[np.ndarray, np.ndarray]:
     n = len(df)
-    side_s = df["side"].fill_null("").str.strip_chars().str.to_lowercase()
-    side = np.zeros(n, np.int8)
-    sv = side_s.to_numpy()
-    side[sv == "buy"] = 1
-    side[sv == "sell"] = -1
-    _fail_rows(~np.isin(sv, ["buy", "sell", "unknown", ""]), "trade side must be buy, sell or unknown", path,
-               df["side"].to_numpy())
+    side = _codes(df, "side", {"buy": 1, "sell": -1, "unknown": 0, "": 0},
+                  "trade side must be buy, sell or unknown", path)
     price, pnull = _floats(df, "price")
     amount, anull = _floats(df, "amount")
     _fail_rows(pnull, "empty price", path)
     _fail_rows(anull, "empty amount", path)
     _checked_price(price, "price", path)
     _checked_amount(amount, "amount", path)
-    t = np.zeros(n, EVENT_DTYPE)
-    t["exch_ts"], t["local_ts"], t["kind"], t["side"], t["price"], t["qty"] = exch, local, TRADE, side, price, amount
-    return t, np.arange(n, dtype=np.int64) + 2
+    return _table(exch, local, TRADE, side, price, amount), np.arange(n, dtype=np.int64) + 2
 
 
 def _snapshot_groups(is_snap: np.ndarray, side: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -270,14 +302,9 @@ def _snapshot_groups(is_snap: np.ndarray, side: np.ndarray, price: np.ndarray) -
 
 def _l2(df: pl.DataFrame, exch, local, path: str) -> tuple[np.ndarray, np.ndarray, int]:
     n = len(df)
-    snap_s = df["is_snapshot"].cast(pl.String).str.strip_chars().str.to_lowercase().to_numpy()
-    _fail_rows(~np.isin(snap_s, ["true", "false", "1", "0"]), "is_snapshot must be true or false", path,
-               df["is_snapshot"].to_numpy())
-    is_snap = (snap_s == "true") | (snap_s == "1")
-    sv = df["side"].fill_null("").str.strip_chars().str.to_lowercase().to_numpy()
-    _fail_rows(~np.isin(sv, ["bid", "ask", "buy", "sell"]), "book side must be bid or ask", path,
-               df["side"].to_numpy())
-    side = np.where((sv == "bid") | (sv == "buy"), BID, ASK).astype(np.int8)
+    is_snap = _codes(df, "is_snapshot", {"true": 1, "false": 0, "1": 1, "0": 0},
+                     "is_snapshot must be true or false", path).astype(bool)
+    side = _codes(df, "side", {"bid": BID, "buy": BID, "ask": ASK, "sell": ASK}, "book side must be bid or ask", path)
     price, pnull = _floats(df, "price")
     amount, anull = _floats(df, "amount")
     _fail_rows(pnull, "empty price", path)
@@ -286,23 +313,36 @@ def _l2(df: pl.DataFrame, exch, local, path: str) -> tuple[np.ndarray, np.ndarra
     _checked_amount(amount, "amount", path)
 
     starts = _snapshot_groups(is_snap, side, price)
-    # Two CLEAR rows go in front of each snapshot start: shift every row by twice the number
-    # of starts at or before it.
-    shift = 2 * np.cumsum(starts)
-    pos = np.arange(n) + shift
-    t = np.zeros(n + int(shift[-1]) if n else 0, EVENT_DTYPE)
-    line = np.empty(len(t), np.int64)
-    t["exch_ts"][pos], t["local_ts"][pos] = exch, local
-    t["kind"][pos] = np.where(is_snap, SNAPSHOT, DEPTH)
-    t["side"][pos], t["price"][pos], t["qty"][pos] = side, price, amount
-    line[pos] = np.arange(n) + 2
     s_rows = np.flatnonzero(starts)
-    for offset, s in ((2, BID), (1, ASK)):
-        cpos = pos[s_rows] - offset
-        t["exch_ts"][cpos], t["local_ts"][cpos] = exch[s_rows], local[s_rows]
-        t["kind"][cpos], t["side"][cpos], t["price"][cpos], t["qty"][cpos] = CLEAR, s, np.nan, 0.0
-        line[cpos] = s_rows + 2
-    return t, line, len(s_rows)
+    if len(s_rows) == 0:
+        kind = np.where(is_snap, SNAPSHOT, DEPTH)
+        return _table(exch, local, kind, side, price, amount), np.arange(n, dtype=np.int64) + 2, 0
+    # Two CLEAR rows (bid, ask) go in front of each snapshot start.  ``src`` is the input row
+    # behind each output row; whole columns are then gathered (fast) rather than scattered into
+    # the structured table (slow, strided).
+    m = n + 2 * len(s_rows)
+    pos = np.arange(n) + 2 * np.cumsum(starts)
+    src = np.empty(m, np.int64)
+    src[pos] = np.arange(n)
+    clear_bid, clear_ask = pos[s_rows] - 2, pos[s_rows] - 1
+    src[clear_bid] = s_rows
+    src[clear_ask] = s_rows
+    is_clear = np.zeros(m, bool)
+    is_clear[clear_bid] = is_clear[clear_ask] = True
+    kind = np.where(is_clear, CLEAR, np.where(is_snap[src], SNAPSHOT, DEPTH))
+    out_side = side[src]
+    out_side[clear_bid], out_side[clear_ask] = BID, ASK
+    out_price = np.where(is_clear, np.nan, price[src])
+    out_qty = np.where(is_clear, 0.0, amount[src])
+    return _table(exch[src], local[src], kind, out_side, out_price, out_qty), src + 2, len(s_rows)
+
+
+def _table(exch, local, kind, side, price, qty) -> np.ndarray:
+    """Event table from whole columns (order_id 0)."""
+    t = np.empty(len(exch), EVENT_DTYPE)
+    t["exch_ts"], t["local_ts"], t["kind"], t["side"] = exch, local, kind, side
+    t["price"], t["qty"], t["order_id"] = price, qty, 0
+    return t
 
 
 def _quote_sides(df: pl.DataFrame, path: str):
@@ -394,7 +434,7 @@ def _one_symbol(df: pl.DataFrame, symbol: str | None, path: str) -> tuple[pl.Dat
 
 def _read_file(path: str, symbol: str | None, quotes_only: bool | None) -> _FileRows:
     data = _read_bytes(path)
-    if not data.strip():
+    if re.search(rb"\S", data) is None:
         raise InputError("empty file (no header)", source=path, line=1)
     first = data[: data.find(b"\n")] if b"\n" in data else data
     header = [h.strip() for h in first.decode("utf-8", "replace").rstrip("\r").split(",")]
@@ -419,7 +459,8 @@ def _read_file(path: str, symbol: str | None, quotes_only: bool | None) -> _File
         raise InputError(f"duplicate column(s) {dup}", source=path, line=1)
     if data.endswith((b"\n\n", b"\n\r\n")):  # tolerate blank lines at the very end only
         data = data.rstrip(b"\r\n") + b"\n"
-    _check_field_counts(data, len(header), path)
+    if not _field_counts_plausible(data, len(header)):
+        _check_field_counts(data, len(header), path)  # names the first bad line
     df = _parse(data, header, needed, path)
     rows_in_file = len(df)
     df = df.with_row_index("_row")
@@ -539,9 +580,12 @@ def read_tardis(paths, *, symbol: str | None = None, tick_size: float | None = N
         raise InputError("no data rows in " + ", ".join(files), source=files[0], line=2)
     file_idx = np.concatenate([np.full(len(p.table), i, np.int32) for i, p in enumerate(parts)])
     line = np.concatenate([p.line for p in parts])
-    type_rank = (table["kind"] != TRADE).astype(np.int8)  # trades first on equal local_ts
-    order = np.lexsort((np.arange(len(table)), file_idx, type_rank, table["local_ts"]))
-    table, file_idx, line = table[order], file_idx[order], line[order]
+    if len(parts) > 1:
+        # Each file is already in local_ts order; a stable sort on (local_ts, trades first)
+        # keeps path order and then line order inside ties.
+        type_rank = (table["kind"] != TRADE).astype(np.int8)
+        order = np.lexsort((np.arange(len(table)), type_rank, table["local_ts"]))
+        table, file_idx, line = table[order], file_idx[order], line[order]
 
     early = table["local_ts"] < table["exch_ts"]
     n_early = int(early.sum())

@@ -1,0 +1,185 @@
+"""Small pure helpers shared by the seed policies (array maths on an ``xp`` namespace).
+
+Everything here works on numpy scalars/arrays and on traced ``jax.numpy`` values inside
+``jit``/``vmap``: no Python branching on values, no data-dependent shapes.  Branching is only
+on static things (parameter *names*, ``Market`` fields, static config).
+
+Units: "rel ticks" are ticks relative to ``market.base_tick`` (see base.py); prices are in
+price units; sizes in instrument qty units; bps are 1e-4 of a price.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from .base import Market, Observation, Quote
+
+# Tolerance (in ticks) when rounding a price to a tick: 99.99999 ticks computed from bps should
+# be 100, not 99.  1e-4 tick is far below anything that matters and above float32 noise for
+# relative ticks up to ~1e3.
+TICK_EPS = 1e-4
+# Relative tolerance when rounding sizes down to lots (0.3 / 0.1 = 2.9999999999999996).
+LOT_EPS = 1e-6
+# A quote further than this from base_tick (or not finite) is dropped (levels 0): the kernel
+# casts ticks to int32.
+TICK_BOUND = 2.0 ** 30
+INF = math.inf
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def param(params: Mapping[str, Any], spec: Mapping[str, tuple], name: str):
+    """``params[name]``, else the default from ``spec`` (a module's ``PARAMS``).
+
+    Raises KeyError for a missing required parameter (default ``None``).  Resolved statically
+    (by name), so it is safe inside jit.
+    """
+    if name in params:
+        return params[name]
+    if name not in spec:
+        raise KeyError(f"unknown parameter {name!r}")
+    default = spec[name][0]
+    if default is None:
+        raise KeyError(f"missing required parameter {name!r}")
+    return default
+
+
+def static_config(spec: Mapping[str, tuple], static: Mapping[str, Any] | None) -> dict:
+    """Static (never traced) config with defaults from ``spec`` (a module's ``STATIC``)."""
+    static = dict(static or {})
+    unknown = set(static) - set(spec)
+    if unknown:
+        raise KeyError(f"unknown static option(s) {sorted(unknown)}; known: {sorted(spec)}")
+    return {name: static.get(name, default) for name, (default, _desc) in spec.items()}
+
+
+def feature_tuple(value, what: str, max_len: int) -> tuple[str, ...]:
+    """A static feature-name list as a tuple (a lone string counts as one name)."""
+    if value is None:
+        return ()
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if len(names) > max_len:
+        raise ValueError(f"{what}: at most {max_len} features, got {len(names)}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what}: feature names must be non-empty strings, got {names!r}")
+    return names
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+def safe_div(num, den, xp, default=0.0):
+    """``num / den`` where ``den != 0``, else ``default``; never evaluates a division by zero
+    (so no NaN/inf leaks through either branch of ``where``)."""
+    ok = den != 0
+    return xp.where(ok, num / xp.where(ok, den, 1.0), default)
+
+
+def mid_ticks(obs: Observation):
+    """Local mid, rel ticks (a half-integer when the spread is odd)."""
+    return (obs.bid + obs.ask) * 0.5
+
+
+def mid_price(obs: Observation, market: Market):
+    """Local mid, price units."""
+    return (mid_ticks(obs) + market.base_tick) * market.tick_size
+
+
+def price_to_rel_ticks(price, market: Market):
+    """Rel ticks (float) of an absolute price.  Subtracting the base *price* first keeps float32
+    lanes accurate (the base price is a static Python float)."""
+    return (price - market.base_tick * market.tick_size) / market.tick_size
+
+
+def ticks_per_bps(price, market: Market):
+    """Ticks in one basis point of ``price`` (price units)."""
+    return price * 1e-4 / market.tick_size
+
+
+def vol_ticks(vol, price, horizon_s, market: Market, xp):
+    """A realised-vol feature (fraction per sqrt(second)) as ticks per sqrt(horizon_s)."""
+    return vol * price / market.tick_size * xp.sqrt(xp.maximum(horizon_s, 0.0))
+
+
+# ----------------------------------------------------------------------------- rounding
+
+def bid_tick(x, xp):
+    """Round a bid price (rel ticks) down to a tick: conservative (never more aggressive)."""
+    return xp.floor(x + TICK_EPS)
+
+
+def ask_tick(x, xp):
+    """Round an ask price (rel ticks) up to a tick."""
+    return xp.ceil(x - TICK_EPS)
+
+
+def step_ticks(x, xp):
+    """A grid step (ticks, maybe fractional) as whole ticks >= 1 (like hftbacktest's
+    ``max(round(interval / tick), 1)``)."""
+    return xp.maximum(xp.round(x), 1.0)
+
+
+def grid_origin(market: Market, step, xp):
+    """``base_tick mod step`` (ticks, in [0, step)), so grids align to absolute multiples.
+
+    Computed exactly in float32: base_tick is split statically as ``hi * 2**16 + lo`` so every
+    intermediate stays below 2**24 for |base_tick| < 2**40 and step < 4096 ticks.
+    """
+    hi, lo = divmod(int(market.base_tick), 1 << 16)
+    return xp.remainder(xp.remainder(hi, step) * xp.remainder(65536.0, step) + lo, step)
+
+
+def align_down(x, step, origin, xp):
+    """Largest rel tick <= x whose absolute tick is a multiple of ``step`` (bids)."""
+    return xp.floor((x + origin + TICK_EPS) / step) * step - origin
+
+
+def align_up(x, step, origin, xp):
+    """Smallest rel tick >= x whose absolute tick is a multiple of ``step`` (asks)."""
+    return xp.ceil((x + origin - TICK_EPS) / step) * step - origin
+
+
+def lots_down(qty, market: Market, xp):
+    """Size (qty units) rounded down to whole lots; negative sizes become 0."""
+    lots = xp.floor(xp.maximum(qty, 0.0) / market.lot_size * (1.0 + LOT_EPS))
+    return lots * market.lot_size
+
+
+def level_count(n, market: Market, xp):
+    """Levels per side from a parameter: whole number, clipped to ``0..market.max_levels``."""
+    return xp.clip(xp.floor(n * 1.0 + 1e-6), 0.0, float(market.max_levels))
+
+
+# ----------------------------------------------------------------------------- the result
+
+def _side(top, touch, levels, size, xp, is_bid):
+    # Never quote through the local touch (hftbacktest's grid examples clamp the same way): a
+    # skewed price joins the touch instead of being rejected post-only.
+    top = xp.minimum(top, touch) if is_bid else xp.maximum(top, touch)
+    ok = xp.isfinite(top) & (xp.abs(top) <= TICK_BOUND) & (size > 0)
+    return xp.where(ok, top, touch * 1.0), xp.where(ok, levels, 0.0)
+
+
+def finish(obs: Observation, xp, *, bid_top, ask_top, step, levels, qty, position, max_position,
+           bid_qty=None, ask_qty=None) -> Quote:
+    """Assemble a :class:`Quote` the same way for every policy.
+
+    * tops clamped to the local touch (bid <= best bid, ask >= best ask);
+    * no bids while ``position >= max_position``, no asks while ``position <= -max_position``
+      (qty units; the kernel enforces max position too, this keeps hftbacktest's behaviour of
+      not even quoting the side);
+    * a side with a non-finite or out-of-range top, or size 0, gets 0 levels (its top is set to
+      the touch so the field stays finite).
+    """
+    one = xp.ones_like(mid_ticks(obs) * 1.0)
+    bid_size = qty if bid_qty is None else bid_qty
+    ask_size = qty if ask_qty is None else ask_qty
+    bid_levels = xp.where(position >= max_position, 0.0, levels)
+    ask_levels = xp.where(position <= -max_position, 0.0, levels)
+    bid_top, bid_levels = _side(bid_top, obs.bid, bid_levels, bid_size, xp, True)
+    ask_top, ask_levels = _side(ask_top, obs.ask, ask_levels, ask_size, xp, False)
+    return Quote(
+        bid_top=bid_top * one, ask_top=ask_top * one, step=step * one,
+        bid_levels=bid_levels * one, ask_levels=ask_levels * one, qty=qty * one,
+        bid_qty=None if bid_qty is None else bid_qty * one,
+        ask_qty=None if ask_qty is None else ask_qty * one,
+    )

@@ -1,0 +1,1361 @@
+"""Experiment YAML -> a validated, typed :class:`Experiment` (DESIGN §5).
+
+Every key is checked and unknown keys are errors, each a one-line :class:`InputError` naming the
+file, the line and the full dotted key (``features[2].levels``, ``sweep.half_spread.linspace.stop``),
+what was wrong and what is allowed.  Input paths are relative to the YAML file's folder and may
+use ``${VAR}`` / ``${VAR:-default}``; ``run.out`` is relative to the working directory.
+
+Schema (defaults shown; "required" keys have none)::
+
+    name: demo                    # required; letters, digits, _ . -  (names the run folder)
+    description: ""               # free text
+    data:
+      source: synthetic           # synthetic | files
+      synthetic: {hours: 1.0, seed: 0, lead_lag_ms: 200.0}
+                                  # any scalar field of data.synthetic.SynthConfig; instruments
+                                  # 'futures' and 'spot'
+      files:                      # source: files -- one entry per instrument, named freely
+        futures: {path: ..., format: binance, tick_size: 0.1, lot_size: 0.001, symbol: BTCUSDT}
+        spot: {path: ...}         # path: a file, or a list of Tardis files of one symbol;
+                                  # format/tick_size/lot_size/symbol optional (detected/inferred)
+      quoted: futures             # the instrument quoted; the others are signal instruments.
+                                  # Default: futures (synthetic), the only one (files)
+    interval_ms: 100              # decision interval (ms)
+    latency: {entry_ms: 10}       # constant order-entry latency (ms), or {file: order_latency.npz}
+                                  # (hftbacktest order-latency rows, interpolated)
+    fees: {maker_bps: -0.5, taker_bps: 7.0}   # required; bps of traded value, positive = cost,
+                                              # negative = rebate (hftbacktest's convention)
+    fill_model: cross             # cross (strict cross, conservative) | touch (optimistic)
+    features: []                  # FeatureSpec dicts (features.py); a policy reads them by index
+    strategy:
+      policy: grid                # required; a key of POLICIES
+      params: {}                  # fixed parameters (POLICIES lists names, units, defaults)
+    sweep: {}                     # swept parameters, see below; empty = one lane
+    objective: {metric: SR, maximize: true}     # maximize defaults per metric (METRICS)
+    constraints: {min_trades: null, max_drawdown: null}
+                                  # on the train part: at least min_trades fills; MaxDrawdown
+                                  # (fraction of book_size) at most max_drawdown
+    split: {train_fraction: 1.0}  # or {train_end_ms: <epoch ms, local clock>}; ranking on train,
+                                  # metrics reported for train and test
+    verify: {top_k: 20, sample: 50, seed: 0}    # exact replay of the top K + a random sample
+    metrics: {resample_s: 1.0, book_size: 100000}   # equity resample period (s, a multiple of
+                                  # the interval); book size (quote currency) for Return/MaxDrawdown
+    run: {chunk_lanes: 8192, dtype: float32, out: runs}
+
+Sweep section: each key is a policy parameter with one of ::
+
+    half_spread: {list: [1, 2, 4]}              # also the bare list [1, 2, 4]
+    half_spread: {linspace: [1, 20, 16]}        # start, stop, num (or {start:, stop:, num:})
+    skew: {logspace: [-2, 0, 16]}               # base-10 exponents start, stop, and num
+    beta: {random: {low: 0, high: 2, n: 1000, seed: 1, log: false}}   # or sobol: {...}
+
+plus two reserved keys: ``joint`` (samples over several axes at once, zipped)::
+
+    joint:
+      - sobol: {n: 1024, seed: 7}               # or random: {n:, seed:}
+        axes: {beta: {low: 0, high: 2}, relative_skew_bps: {low: 0.1, high: 10, log: true}}
+
+and ``derived`` (ties computed per lane, after the axes; chains allowed, cycles rejected)::
+
+    derived: {grid_interval: half_spread, skew: "0.1*half_spread"}   # NAME, NUM*NAME, NAME*NUM, NAME/NUM
+
+Lanes are the product of the blocks (each grid axis, each sample), see :mod:`mmsweep.sweep.grids`.
+A parameter is fixed, swept or derived -- exactly one; values outside a parameter's range are
+rejected at load time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import yaml
+
+from . import grids
+from .errors import InputError
+from .features import KINDS as FEATURE_KINDS
+from .features import FeatureSpec
+from .features import _PARAMS as _FEATURE_PARAMS
+from .frames import FrameSpec, LatencySpec
+
+# --------------------------------------------------------------------------------------------
+# Policy registry: the parameters each quoting policy (kernels/policies, DESIGN §3) reads.
+# "bps" means basis points of the price named; "base units" the instrument's quantity unit;
+# "quote" the quote currency.  Positions in the formulas are signed (long > 0).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One strategy parameter: its unit, its default (None: required) and its allowed range.
+
+    ``feature_index``: a 0-based index into the experiment's ``features`` (must be < their count).
+    """
+
+    unit: str
+    default: float | None = None
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    integer: bool = False
+    feature_index: bool = False
+
+    def allowed(self, n_features: int | None = None) -> str:
+        """The allowed range, in words (for error messages)."""
+        if self.feature_index:
+            return f"a feature index 0..{(n_features or 1) - 1}"
+        parts = []
+        if self.low > -math.inf:
+            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high < math.inf:
+            parts.append(f"<= {self.high:g}")
+        kind = "a whole number" if self.integer else "a number"
+        return f"{kind} {' and '.join(parts)}".strip()
+
+    def problem(self, value: float, n_features: int) -> str | None:
+        """Why ``value`` is not allowed, or None."""
+        if not math.isfinite(value):
+            return "must be finite"
+        if self.integer and value != round(value):
+            return "must be a whole number"
+        if value < self.low or (self.open_low and value <= self.low) or value > self.high:
+            return "out of range"
+        if self.feature_index and value >= n_features:
+            return f"there are only {n_features} features"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A policy's parameters (in lane-table order), per-feature parameter families and the
+    feature kinds it needs (it reads the first feature of each listed kind)."""
+
+    doc: str
+    params: dict[str, Param]
+    per_feature: dict[str, Param] = dataclasses.field(default_factory=dict)  # prefix -> coef_<k>
+    needs: tuple[str, ...] = ()
+    min_features: int = 0
+
+    def names(self, n_features: int) -> list[str]:
+        """Every parameter name, for an experiment with ``n_features`` features."""
+        out = list(self.params)
+        for prefix in self.per_feature:
+            out += [f"{prefix}_{k}" for k in range(n_features)]
+        return out
+
+    def spec(self, name: str) -> Param:
+        if name in self.params:
+            return self.params[name]
+        return self.per_feature[name.rsplit("_", 1)[0]]
+
+
+# Shared order-management parameters (DESIGN §3: a regular grid of n_levels orders per side).
+_N_LEVELS = Param("orders per side", default=1, low=1, integer=True)
+_GRID_INTERVAL = Param("bps of mid between levels, snapped to whole ticks (0 = one tick)", default=0.0, low=0.0)
+_ORDER_QTY = Param("base units per order", low=0.0, open_low=True)
+_MAX_POSITION = Param("base units; orders that could take |position| beyond it are not sent", low=0.0, open_low=True)
+
+POLICIES: dict[str, Policy] = {
+    # hftbacktest's grid-trading example, with inventory skew:
+    #   reservation = mid * (1 - skew * 1e-4 * position / order_qty)
+    #   top bid = min(reservation * (1 - half_spread * 1e-4), best bid), top ask mirrored,
+    #   snapped to the grid; n_levels orders per side, grid_interval apart.
+    "grid": Policy(
+        doc="grid trading with inventory skew",
+        params={
+            "half_spread": Param("bps of mid, reservation to top quote", low=0.0),
+            "skew": Param("bps of mid per order_qty of position", default=0.0),
+            "grid_interval": _GRID_INTERVAL,
+            "n_levels": _N_LEVELS,
+            "order_qty": _ORDER_QTY,
+            "max_position": _MAX_POSITION,
+        },
+    ),
+    # The APT study: fair = mid * (1 + beta * F[t, signal]) (F a return, e.g. the spot
+    # rolling_return), quotes fair * (1 -/+ relative_half_spread_bps * 1e-4) shifted by
+    # -relative_skew_bps * 1e-4 * fair * position_notional / order_notional; sizes and the
+    # position limit in notional (quote) at the current mid.
+    "fair_value": Policy(
+        doc="fair value from other instruments' returns (APT)",
+        params={
+            "beta": Param("dimensionless weight of feature `signal` (a return) in the fair price"),
+            "signal": Param("feature index", default=0, low=0, integer=True, feature_index=True),
+            "relative_half_spread_bps": Param("bps of fair price, fair to top quote", low=0.0),
+            "relative_skew_bps": Param("bps of fair price per order_notional of position", default=0.0),
+            "grid_interval": _GRID_INTERVAL,
+            "n_levels": _N_LEVELS,
+            "order_notional": Param("quote currency per order", low=0.0, open_low=True),
+            "max_notional": Param("quote currency; |position| * mid limit", low=0.0, open_low=True),
+        },
+        min_features=1,
+    ),
+    # Avellaneda-Stoikov in ticks, inventory q = position / order_qty (dimensionless),
+    # sigma = realized_vol * mid / tick * sqrt(horizon_s) (ticks):
+    #   reservation = mid - q * gamma * sigma^2;  spread = gamma * sigma^2 + (2 / gamma) ln(1 + gamma / k)
+    #   size = order_qty * exp(-eta * q) on the bid, exp(+eta * q) on the ask.
+    "avellaneda_stoikov": Policy(
+        doc="Avellaneda-Stoikov",
+        params={
+            "gamma": Param("risk aversion, 1/ticks", low=0.0, open_low=True),
+            "k": Param("order-arrival decay, 1/ticks", low=0.0, open_low=True),
+            "eta": Param("size shaping, per order_qty of position", default=0.0, low=0.0),
+            "horizon_s": Param("seconds of volatility in sigma", default=1.0, low=0.0, open_low=True),
+            "grid_interval": _GRID_INTERVAL,
+            "n_levels": _N_LEVELS,
+            "order_qty": _ORDER_QTY,
+            "max_position": _MAX_POSITION,
+        },
+        needs=("realized_vol",),
+    ),
+    # The pricing framework: reservation = mid * (1 + 1e-4 * (sum_k coef_k * F[t, k]
+    #   - risk_aversion * (position / order_qty) * vol_bps)), vol_bps = realized_vol * 1e4
+    #   (1-second volatility in bps); quotes reservation -/+ half_spread bps.
+    "linear_alpha": Policy(
+        doc="reservation = fair value + linear forecast - inventory risk",
+        params={
+            "half_spread": Param("bps of mid, reservation to top quote", low=0.0),
+            "risk_aversion": Param("bps per order_qty of position per bp of 1-s volatility", default=0.0,
+                                   low=0.0),
+            "grid_interval": _GRID_INTERVAL,
+            "n_levels": _N_LEVELS,
+            "order_qty": _ORDER_QTY,
+            "max_position": _MAX_POSITION,
+        },
+        per_feature={"coef": Param("bps of mid per unit of feature k", default=0.0)},
+        needs=("realized_vol",),
+        min_features=1,
+    ),
+    # Reference-venue VAMP quoting: ref = mid * (1 + vamp_bps * 1e-4) from the first vamp_bps
+    # feature (usually of another instrument); each side's distance from ref is
+    # base_bps +/- skew_bps * tanh(position / inventory_scale) (the side adding to |position|
+    # widens).
+    "vamp_reference": Policy(
+        doc="quotes around a reference venue's VAMP with a tanh inventory spread",
+        params={
+            "base_bps": Param("bps of the reference price, reference to top quote", low=0.0),
+            "skew_bps": Param("bps, the inventory term's full size", default=0.0, low=0.0),
+            "inventory_scale": Param("base units of position where tanh reaches 0.76", low=0.0, open_low=True),
+            "grid_interval": _GRID_INTERVAL,
+            "n_levels": _N_LEVELS,
+            "order_qty": _ORDER_QTY,
+            "max_position": _MAX_POSITION,
+        },
+        needs=("vamp_bps",),
+    ),
+}
+
+#: Objective metrics (hftbacktest's stats names, DESIGN §3) and whether larger is better.
+METRICS: dict[str, bool] = {
+    "SR": True, "Sortino": True, "Return": True, "MaxDrawdown": False, "ReturnOverMDD": True,
+    "ReturnOverTrade": True, "DailyNumberOfTrades": True, "DailyTurnover": True, "MaxPositionValue": False,
+}
+FILL_MODELS = ("cross", "touch")
+DTYPES = ("float32", "float64")
+DATA_SOURCES = ("synthetic", "files")
+FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
+AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
+SAMPLERS = ("random", "sobol")
+TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "features",
+            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TIE_RE = re.compile(rf"^\s*(?:(?P<pre>{_NUM})\s*\*\s*)?(?P<name>[A-Za-z_]\w*)\s*(?:(?P<op>[*/])\s*(?P<post>{_NUM}))?\s*$")
+_REQUIRED = object()
+
+
+# --------------------------------------------------------------------------------------------
+# Typed configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSource:
+    """One instrument read from files: ``paths`` absolute; None options are detected/inferred."""
+
+    paths: tuple[str, ...]
+    format: str | None = None
+    tick_size: float | None = None
+    lot_size: float | None = None
+    symbol: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("tick_size", self.tick_size), ("lot_size", self.lot_size),
+                                  ("symbol", self.symbol)) if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the market comes from.  ``synthetic``: resolved SynthConfig scalar fields;
+    ``files``: instrument name -> source; ``quoted``: the instrument the strategy quotes."""
+
+    source: str
+    quoted: str
+    synthetic: dict[str, Any] | None = None
+    files: dict[str, FileSource] | None = None
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        if self.files is not None:
+            return tuple(self.files)
+        from .data.synthetic import SynthConfig
+
+        return tuple(i.name for i in SynthConfig().instruments)
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(n for n in self.instruments if n != self.quoted)
+
+    def load(self):
+        """``(quoted events, {signal name: events})``: generate or read the market."""
+        if self.files is None:
+            from .data.synthetic import SynthConfig, synthetic_market
+
+            market = synthetic_market(SynthConfig(**self.synthetic))
+        else:
+            from .data.loader import load_events
+
+            market = {name: load_events(list(f.paths) if len(f.paths) > 1 else f.paths[0], format=f.format,
+                                        **f.options()) for name, f in self.files.items()}
+        return market[self.quoted], {n: market[n] for n in self.signals}
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Order-entry latency: a constant ``entry_ns`` or an order-latency ``file`` (absolute)."""
+
+    entry_ns: int | None = 10_000_000
+    file: str | None = None
+
+    def spec(self) -> LatencySpec:
+        if self.file is None:
+            return LatencySpec(entry_ns=self.entry_ns)
+        from .data.hftnpz import read_order_latency
+
+        return LatencySpec(rows=read_order_latency(self.file), source=self.file)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fees:
+    """Fees in bps of traded value; positive = cost, negative = rebate."""
+
+    maker_bps: float
+    taker_bps: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """The policy and its fixed parameters (given or defaulted; not swept, not derived)."""
+
+    policy: str
+    params: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """A grid axis: ``values`` in parameter units; ``args`` the YAML arguments (for to_dict)."""
+
+    name: str
+    kind: str  # list | linspace | logspace
+    values: tuple[float, ...]
+    args: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A sampled axis: uniform (or log-uniform) on ``[low, high)``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """``n`` joint points over ``ranges`` (zipped).  ``inline``: written on one axis, not in ``joint``."""
+
+    method: str  # random | sobol
+    n: int
+    seed: int
+    ranges: tuple[Range, ...]
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+
+@dataclasses.dataclass(frozen=True)
+class Tie:
+    """A derived parameter: ``target = factor * source`` in every lane; ``text`` as written."""
+
+    target: str
+    source: str
+    factor: float
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Blocks in YAML order (their product gives the lanes) and ties in dependency order."""
+
+    blocks: tuple[Axis | Sample, ...] = ()
+    derived: tuple[Tie, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Swept parameter names (not derived), in block order."""
+        out: list[str] = []
+        for b in self.blocks:
+            out += [r.name for r in b.ranges] if isinstance(b, Sample) else [b.name]
+        return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    metric: str = "SR"
+    maximize: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraints:
+    """On the train part: ``min_trades`` fills at least; MaxDrawdown (fraction) at most ``max_drawdown``."""
+
+    min_trades: int | None = None
+    max_drawdown: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Train part: the first ``train_fraction`` of frame rows, or rows before ``train_end_ms`` (epoch ms)."""
+
+    train_fraction: float | None = 1.0
+    train_end_ms: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verify:
+    top_k: int = 20
+    sample: int = 50
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    resample_s: float = 1.0
+    book_size: float = 100_000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    chunk_lanes: int = 8192
+    dtype: str = "float32"
+    out: str = "runs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A validated experiment.  Build with :func:`load_experiment` or :func:`parse_experiment`."""
+
+    name: str
+    data: DataConfig
+    interval_ns: int
+    latency: Latency
+    fees: Fees
+    fill_model: str
+    features: tuple[FeatureSpec, ...]
+    strategy: Strategy
+    sweep: Sweep
+    objective: Objective
+    constraints: Constraints
+    split: Split
+    verify: Verify
+    metrics: Metrics
+    run: Run
+    description: str = ""
+    source: str = dataclasses.field(default="", compare=False)
+
+    @property
+    def policy(self) -> Policy:
+        return POLICIES[self.strategy.policy]
+
+    @property
+    def param_names(self) -> list[str]:
+        """Every lane parameter in lane-table order (the policy registry's order)."""
+        return self.policy.names(len(self.features))
+
+    def frame_spec(self) -> FrameSpec:
+        """Interval, latency (reads the latency file, if any) and features for :func:`build_frames`."""
+        return FrameSpec(interval_ns=self.interval_ns, latency=self.latency.spec(), features=self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration (defaults filled, paths absolute), plain JSON/YAML types;
+        ``parse_experiment(exp.to_dict())`` gives an equal experiment."""
+        return _to_dict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading YAML with line numbers
+# --------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 reads a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _line_index(node: yaml.Node, source: str, prefix: str = "", out: dict | None = None) -> dict[str, int]:
+    """Dotted key -> 1-based line, for every key and list item; rejects duplicate keys (PyYAML
+    would silently keep the last one)."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            path = f"{prefix}.{key}" if prefix else key
+            if key in seen:
+                raise InputError(f"duplicate key (first at line {seen[key]})", source=source, line=line, key=path)
+            seen[key] = line
+            out[path] = line
+            _line_index(value_node, source, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = item.start_mark.line + 1
+            _line_index(item, source, path, out)
+    return out
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _line_index(node, source) if node is not None else {}
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        raise InputError(f"YAML syntax error: {what}" + (f" (column {mark.column + 1})" if mark else ""),
+                         source=source, line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"YAML error: {exc}", source=source) from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _line_of(key: str | None, lines: dict[str, int]) -> int | None:
+    """The line of ``key`` or of its nearest written parent (a key may name a missing child)."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else ""
+    return None
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read and validate an experiment YAML file (see the module docstring for the schema)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the experiment ({exc})", source=source) from None
+    data, lines = _read_yaml(text, source)
+    try:
+        return parse_experiment(data, source, base_dir=Path(path).resolve().parent)
+    except InputError as exc:
+        if exc.line is not None or exc.key is None:
+            raise
+        raise InputError(exc.message, source=exc.source or source, line=_line_of(exc.key, lines),
+                         key=exc.key) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ctx:
+    source: str
+    base_dir: Path
+
+    def fail(self, key: str, message: str) -> InputError:
+        return InputError(message, source=self.source, key=key or None)
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, with its YAML kind."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"true/false ({str(value).lower()})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"text {text}" if isinstance(value, str) else text
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _join(prefix: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{prefix}[{name}]"
+    return f"{prefix}.{name}" if prefix else name
+
+
+class _Section:
+    """A mapping being read: rejects unknown keys up front, then hands out typed values."""
+
+    def __init__(self, ctx: _Ctx, value: Any, key: str, allowed: Sequence[str], what: str = "") -> None:
+        self.ctx, self.key = ctx, key
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ctx.fail(key, f"expected a mapping{(' (' + what + ')') if what else ''} with keys "
+                                f"{', '.join(allowed)}; got {_show(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise ctx.fail(key, f"keys must be text, got {_show(k)}")
+            if k not in allowed:
+                raise ctx.fail(_join(key, k), f"unknown key{_hint(k, allowed)}; allowed here: {', '.join(allowed)}")
+        self.value = value
+
+    def k(self, name: str) -> str:
+        return _join(self.key, name)
+
+    def has(self, name: str) -> bool:
+        return self.value.get(name) is not None
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        value = self.value.get(name)
+        return default if value is None else value
+
+    def _get(self, name: str, default: Any, what: str) -> tuple[Any, bool]:
+        """``(value, given)``: the written value, or the default (a missing required key fails)."""
+        value = self.value.get(name)
+        if value is None:
+            if default is _REQUIRED:
+                raise self.ctx.fail(self.k(name), f"required ({what})")
+            return default, False
+        return value, True
+
+    def number(self, name: str, default: Any = _REQUIRED, *, what: str, low: float = -math.inf,
+               high: float = math.inf, open_low: bool = False, open_high: bool = False) -> float:
+        value, given = self._get(name, default, what)
+        if not given:
+            return value
+        return _number(self.ctx, self.k(name), value, what=what, low=low, high=high, open_low=open_low,
+                       open_high=open_high)
+
+    def integer(self, name: str, default: Any = _REQUIRED, *, what: str, low: int | None = None) -> int:
+        value, given = self._get(name, default, what)
+        if not given:
+            return value
+        return _integer(self.ctx, self.k(name), value, what=what, low=low)
+
+    def text(self, name: str, default: Any = _REQUIRED, *, what: str, choices: Sequence[str] = ()) -> str:
+        value, given = self._get(name, default, what)
+        if not given:
+            return value
+        if not isinstance(value, str):
+            allowed = f"one of {', '.join(choices)}" if choices else "text"
+            raise self.ctx.fail(self.k(name), f"expected {allowed} ({what}), got {_show(value)}")
+        if choices and value not in choices:
+            raise self.ctx.fail(self.k(name), f"unknown value '{value}'{_hint(value, choices)}; allowed: "
+                                              f"{', '.join(choices)}")
+        return value
+
+    def boolean(self, name: str, default: Any = _REQUIRED, *, what: str) -> bool:
+        value, _ = self._get(name, default, what)
+        if not isinstance(value, bool):
+            raise self.ctx.fail(self.k(name), f"expected true or false ({what}), got {_show(value)}")
+        return value
+
+
+def _number(ctx: _Ctx, key: str, value: Any, *, what: str, low: float = -math.inf, high: float = math.inf,
+            open_low: bool = False, open_high: bool = False) -> float:
+    """A finite number (not a boolean) in the stated range, as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ctx.fail(key, f"expected a number ({what}), got {_show(value)}")
+    value = float(value)
+    bad = (not math.isfinite(value) or value < low or value > high or (open_low and value <= low)
+           or (open_high and value >= high))
+    if bad:
+        rng = []
+        if low > -math.inf:
+            rng.append(f"{'>' if open_low else '>='} {low:g}")
+        if high < math.inf:
+            rng.append(f"{'<' if open_high else '<='} {high:g}")
+        raise ctx.fail(key, f"must be a finite number{' ' + ' and '.join(rng) if rng else ''} ({what}), "
+                            f"got {value:g}")
+    return value
+
+
+def _integer(ctx: _Ctx, key: str, value: Any, *, what: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.fail(key, f"expected a whole number ({what}), got {_show(value)}")
+    if low is not None and value < low:
+        raise ctx.fail(key, f"must be >= {low} ({what}), got {value}")
+    return int(value)
+
+
+_VAR_RE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def _path(ctx: _Ctx, key: str, value: Any, *, must_exist: bool = True) -> str:
+    """An input path: ``${VAR}`` / ``${VAR:-default}`` / ``$VAR`` expanded, ``~`` expanded,
+    relative to the YAML file's folder; absolute string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.fail(key, f"expected a file path, got {_show(value)}")
+
+    def expand(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        if name in os.environ:
+            return os.environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ctx.fail(key, f"environment variable {name} is not set (write ${{{name}:-default}} for a fallback)")
+
+    path = Path(os.path.expanduser(_VAR_RE.sub(expand, value)))
+    path = path if path.is_absolute() else ctx.base_dir / path
+    path = Path(os.path.normpath(path))
+    if must_exist and not path.is_file():
+        raise ctx.fail(key, f"no such file: {path}")
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _synthetic_fields() -> dict[str, Any]:
+    """SynthConfig's scalar fields and their defaults (the keys allowed in data.synthetic)."""
+    from .data.synthetic import SynthConfig
+
+    return {f.name: f.default for f in dataclasses.fields(SynthConfig)
+            if isinstance(f.default, (bool, int, float)) and f.name != "instruments"}
+
+
+def _parse_synthetic(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
+    from .data.synthetic import SynthConfig
+
+    fields = _synthetic_fields()
+    sec = _Section(ctx, raw, key, list(fields), "synthetic market settings")
+    out = {}
+    for name, default in fields.items():
+        what = f"SynthConfig.{name}"
+        if isinstance(default, bool):
+            out[name] = sec.boolean(name, default, what=what)
+        elif isinstance(default, int):
+            out[name] = sec.integer(name, default, what=what)
+        else:
+            out[name] = sec.number(name, default, what=what)
+    try:
+        SynthConfig(**out)
+    except InputError as exc:  # re-key SynthConfig's own checks to the YAML key
+        raise ctx.fail(_join(key, exc.key) if exc.key else key, exc.message) from None
+    return out
+
+
+def _parse_file_source(ctx: _Ctx, raw: Any, key: str) -> FileSource:
+    sec = _Section(ctx, raw, key, ("path", "format", "tick_size", "lot_size", "symbol"), "one instrument's files")
+    paths = sec.raw("path")
+    if paths is None:
+        raise ctx.fail(sec.k("path"), "required (a data file, or a list of Tardis files of one symbol)")
+    if isinstance(paths, list):
+        if not paths:
+            raise ctx.fail(sec.k("path"), "the list of files is empty")
+        resolved = tuple(_path(ctx, _join(sec.k("path"), i), p) for i, p in enumerate(paths))
+    else:
+        resolved = (_path(ctx, sec.k("path"), paths),)
+    return FileSource(
+        paths=resolved,
+        format=sec.text("format", None, what="source format; default: detected", choices=FILE_FORMATS),
+        tick_size=sec.number("tick_size", None, what="price increment, quote currency", low=0, open_low=True),
+        lot_size=sec.number("lot_size", None, what="quantity increment, base units", low=0, open_low=True),
+        symbol=sec.text("symbol", None, what="symbol to keep when a file holds several"),
+    )
+
+
+def _parse_data(ctx: _Ctx, raw: Any) -> DataConfig:
+    sec = _Section(ctx, raw, "data", ("source", "synthetic", "files", "quoted"), "the market data")
+    source = sec.text("source", "synthetic", what="where the market comes from", choices=DATA_SOURCES)
+    other = "files" if source == "synthetic" else "synthetic"
+    if sec.has(other):
+        raise ctx.fail(sec.k(other), f"only with source: {other} (source is {source})")
+    if source == "synthetic":
+        synthetic = _parse_synthetic(ctx, sec.raw("synthetic"), sec.k("synthetic"))
+        cfg = DataConfig("synthetic", "", synthetic=synthetic)
+        default_quoted = cfg.instruments[0]
+    else:
+        raw_files = sec.raw("files")
+        if not isinstance(raw_files, dict) or not raw_files:
+            raise ctx.fail(sec.k("files"), "required with source: files: a mapping of instrument name -> "
+                                           "{path: ..., tick_size: ..., ...}")
+        files = {}
+        for name, spec in raw_files.items():
+            if not isinstance(name, str) or not _IDENT_RE.match(name):
+                raise ctx.fail(_join(sec.k("files"), str(name)),
+                               "an instrument name must be letters, digits and _ (not starting with a digit)")
+            files[name] = _parse_file_source(ctx, spec, _join(sec.k("files"), name))
+        cfg = DataConfig("files", "", files=files)
+        default_quoted = next(iter(files)) if len(files) == 1 else _REQUIRED
+    names = cfg.instruments
+    quoted = sec.text("quoted", default_quoted, what=f"the quoted instrument, one of {', '.join(names)}",
+                      choices=names)
+    return dataclasses.replace(cfg, quoted=quoted)
+
+
+def _ms_to_ns(ctx: _Ctx, key: str, ms: float) -> int:
+    ns = ms * 1e6
+    if abs(ns - round(ns)) > 1e-9 * max(1.0, abs(ns)):  # tolerate float noise, not fractions of a ns
+        raise ctx.fail(key, f"{ms:g} ms is not a whole number of ns")
+    return int(round(ns))
+
+
+def _parse_latency(ctx: _Ctx, raw: Any) -> Latency:
+    sec = _Section(ctx, raw, "latency", ("entry_ms", "file"), "order-entry latency")
+    if sec.has("entry_ms") and sec.has("file"):
+        raise ctx.fail(sec.k("file"), "give either entry_ms or file, not both")
+    if sec.has("file"):
+        return Latency(entry_ns=None, file=_path(ctx, sec.k("file"), sec.raw("file")))
+    ms = sec.number("entry_ms", 10.0, what="constant order-entry latency, ms", low=0)
+    return Latency(entry_ns=_ms_to_ns(ctx, sec.k("entry_ms"), ms))
+
+
+def _parse_features(ctx: _Ctx, raw: Any, data: DataConfig) -> tuple[FeatureSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ctx.fail("features", f"expected a list of features like {{kind: imbalance, levels: 5}}, got {_show(raw)}")
+    out: list[FeatureSpec] = []
+    for i, item in enumerate(raw):
+        where = f"features[{i}]"
+        if isinstance(item, dict):
+            _check_feature_types(ctx, item, where, data)
+        elif not isinstance(item, str):
+            raise ctx.fail(where, f"expected a mapping like {{kind: imbalance, levels: 5}} or a kind name, "
+                                  f"got {_show(item)}")
+        try:
+            spec = FeatureSpec.parse(item, where=where)
+        except InputError as exc:
+            raise ctx.fail(exc.key or where, exc.message) from None
+        if spec.instrument == data.quoted:  # the quoted instrument is the default: one spelling
+            spec = dataclasses.replace(spec, instrument=None)
+        if any(f.name == spec.name for f in out):
+            raise ctx.fail(where, f"feature {spec.name} is listed twice")
+        out.append(spec)
+    return tuple(out)
+
+
+def _check_feature_types(ctx: _Ctx, item: dict, where: str, data: DataConfig) -> None:
+    """Type checks FeatureSpec.parse leaves to the dataclass (it assumes well-typed YAML)."""
+    kind = item.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ctx.fail(f"{where}.kind", f"expected one of {', '.join(FEATURE_KINDS)}, got {_show(kind)}")
+    for name, value in item.items():
+        key = f"{where}.{name}"
+        if name in ("lag_s", "window_s", "shift_s"):
+            _number(ctx, key, value, what="seconds")
+        elif name == "levels":
+            _integer(ctx, key, value, what="book levels", low=1)
+        elif name == "instrument" and value is not None:
+            if value not in data.instruments:
+                raise ctx.fail(key, f"unknown instrument {_show(value)}{_hint(str(value), data.instruments)}; "
+                                    f"instruments: {', '.join(data.instruments)}")
+
+
+def _parse_params(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, n_features: int) -> dict[str, float]:
+    names = policy.names(n_features)
+    sec = _Section(ctx, raw, "strategy.params", names, f"fixed parameters of policy '{policy_name}'")
+    out = {}
+    for name, value in sec.value.items():
+        spec = policy.spec(name)
+        value = _number(ctx, sec.k(name), value, what=spec.unit)
+        _check_param(ctx, sec.k(name), name, spec, [value], n_features)
+        out[name] = value
+    return out
+
+
+def _check_param(ctx: _Ctx, key: str, name: str, spec: Param, values: Iterable[float], n_features: int,
+                 how: str = "") -> None:
+    for v in values:
+        problem = spec.problem(float(v), n_features)
+        if problem:
+            raise ctx.fail(key, f"{name} {how}value {float(v):g} is not allowed ({problem}): {name} takes "
+                                f"{spec.allowed(n_features)} ({spec.unit})")
+
+
+def _parse_strategy(ctx: _Ctx, raw: Any, n_features: int) -> tuple[str, Policy, dict[str, float]]:
+    sec = _Section(ctx, raw, "strategy", ("policy", "params"), "the quoting policy")
+    if sec.value == {}:
+        raise ctx.fail("strategy", f"required: {{policy: <one of {', '.join(POLICIES)}>, params: {{...}}}}")
+    name = sec.text("policy", what="the quoting policy", choices=tuple(POLICIES))
+    policy = POLICIES[name]
+    return name, policy, _parse_params(ctx, sec.raw("params"), name, policy, n_features)
+
+
+# --- sweep ------------------------------------------------------------------------------------
+
+
+def _swept_name(ctx: _Ctx, key: str, name: str, policy_name: str, names: Sequence[str], fixed: dict,
+                taken: dict[str, str]) -> None:
+    """A swept name must be a parameter of the policy, not fixed, not already swept."""
+    if name not in names:
+        raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{name}'{_hint(name, names)}; "
+                            f"its parameters: {', '.join(names)}")
+    if name in fixed:
+        raise ctx.fail(key, f"'{name}' is both fixed (strategy.params.{name}) and swept; keep one")
+    if name in taken:
+        raise ctx.fail(key, f"'{name}' is already swept at {taken[name]}")
+
+
+def _triple(ctx: _Ctx, key: str, raw: Any, kind: str) -> tuple[float, float, int]:
+    """``[start, stop, num]`` or ``{start:, stop:, num:}`` of a linspace/logspace axis."""
+    names = ("start", "stop", "num")
+    unit = "base-10 exponent" if kind == "logspace" else "parameter units"
+    if isinstance(raw, list):
+        if len(raw) != 3:
+            raise ctx.fail(key, f"expected [start, stop, num], got a list of {len(raw)}")
+        raw = dict(zip(names, raw))
+    sec = _Section(ctx, raw, key, names, f"{kind} start, stop, num")
+    start = sec.number("start", what=unit)
+    stop = sec.number("stop", what=unit)
+    num = sec.integer("num", what="number of values", low=1)
+    if num == 1 and stop != start:
+        raise ctx.fail(sec.k("stop"), f"num 1 gives only start ({start:g}); make stop equal to start, or use "
+                                      f"{{list: [{start:g}]}}")
+    if num > 1 and not stop > start:
+        raise ctx.fail(sec.k("stop"), f"stop ({stop:g}) must be greater than start ({start:g}) when num > 1; "
+                                      f"use list for other orders")
+    return start, stop, num
+
+
+def _parse_axis(ctx: _Ctx, key: str, name: str, raw: Any) -> Axis | Sample:
+    if isinstance(raw, list):  # the bare list: shorthand for {list: [...]}
+        raw = {"list": raw}
+    if not isinstance(raw, dict) or len(raw) != 1:
+        hint = "; put a fixed value in strategy.params" if not isinstance(raw, (dict, list)) else ""
+        raise ctx.fail(key, f"a swept parameter needs exactly one of {', '.join(AXIS_KINDS)} "
+                            f"(e.g. {{linspace: [1, 20, 16]}}), got {_show(raw)}{hint}")
+    kind, args = next(iter(raw.items()))
+    if kind not in AXIS_KINDS:
+        raise ctx.fail(_join(key, str(kind)), f"unknown axis kind{_hint(str(kind), AXIS_KINDS)}; "
+                                              f"allowed: {', '.join(AXIS_KINDS)}")
+    k = _join(key, kind)
+    if kind == "list":
+        if not isinstance(args, list) or not args:
+            raise ctx.fail(k, f"expected a non-empty list of numbers, got {_show(args)}")
+        values = [_number(ctx, _join(k, i), v, what="parameter units") for i, v in enumerate(args)]
+        if len(set(values)) != len(values):
+            raise ctx.fail(k, "the list repeats a value (each lane would run twice)")
+        return Axis(name, "list", tuple(values), tuple(values))
+    if kind in ("linspace", "logspace"):
+        start, stop, num = _triple(ctx, k, args, kind)
+        values = (grids.linspace if kind == "linspace" else grids.logspace)(start, stop, num)
+        return Axis(name, kind, tuple(float(v) for v in values), (start, stop, float(num)))
+    sec = _Section(ctx, args, k, ("low", "high", "n", "seed", "log"), f"{kind} sample of one axis")
+    rng = _parse_range(ctx, sec, name)
+    n = sec.integer("n", what="number of samples", low=1)
+    seed = sec.integer("seed", 0, what="random seed", low=0)
+    return Sample(kind, n, seed, (rng,), inline=True)
+
+
+def _parse_range(ctx: _Ctx, sec: _Section, name: str) -> Range:
+    low = sec.number("low", what="lowest value, parameter units")
+    high = sec.number("high", what="highest value (excluded), parameter units")
+    log = sec.boolean("log", False, what="sample log-uniformly")
+    if not high > low:
+        raise ctx.fail(sec.k("high"), f"high ({high:g}) must be greater than low ({low:g})")
+    if log and not low > 0:
+        raise ctx.fail(sec.k("low"), f"log sampling needs low > 0, got {low:g}")
+    return Range(name, low, high, log)
+
+
+def _parse_joint(ctx: _Ctx, raw: Any, check_name) -> list[Sample]:
+    groups = raw if isinstance(raw, list) else [raw]
+    out = []
+    for g, group in enumerate(groups):
+        key = f"sweep.joint[{g}]" if isinstance(raw, list) else "sweep.joint"
+        sec = _Section(ctx, group, key, ("random", "sobol", "axes"), "a joint sample: random or sobol, and axes")
+        methods = [m for m in SAMPLERS if m in sec.value]
+        if len(methods) != 1:
+            raise ctx.fail(key, "give exactly one of random: {n:, seed:} or sobol: {n:, seed:}")
+        method = methods[0]
+        msec = _Section(ctx, sec.value[method], sec.k(method), ("n", "seed"), f"{method} sample size and seed")
+        n = msec.integer("n", what="number of samples", low=1)
+        seed = msec.integer("seed", 0, what="random seed", low=0)
+        axes = sec.raw("axes")
+        if not isinstance(axes, dict) or not axes:
+            raise ctx.fail(sec.k("axes"), "required: a mapping of parameter -> {low:, high:, log:}")
+        ranges = []
+        for name, spec in axes.items():
+            akey = _join(sec.k("axes"), str(name))
+            check_name(akey, name)
+            if isinstance(spec, list) and len(spec) == 2:
+                spec = {"low": spec[0], "high": spec[1]}
+            ranges.append(_parse_range(ctx, _Section(ctx, spec, akey, ("low", "high", "log"), "a sampled range"),
+                                       name))
+        out.append(Sample(method, n, seed, tuple(ranges)))
+    return out
+
+
+def _parse_tie(ctx: _Ctx, key: str, target: str, text: Any) -> Tie:
+    if not isinstance(text, str):
+        hint = " (a constant belongs in strategy.params)" if isinstance(text, (int, float)) else ""
+        raise ctx.fail(key, f"expected NAME, NUM*NAME, NAME*NUM or NAME/NUM, got {_show(text)}{hint}")
+    m = _TIE_RE.match(text)
+    if not m:
+        raise ctx.fail(key, f"cannot read '{text}': write NAME, NUM*NAME, NAME*NUM or NAME/NUM (e.g. 2*half_spread)")
+    factor = float(m.group("pre")) if m.group("pre") else 1.0
+    if m.group("op") == "*":
+        factor *= float(m.group("post"))
+    elif m.group("op") == "/":
+        if float(m.group("post")) == 0:
+            raise ctx.fail(key, f"'{text}' divides by zero")
+        factor /= float(m.group("post"))
+    return Tie(target, m.group("name"), factor, text.strip())
+
+
+def _order_ties(ctx: _Ctx, ties: dict[str, Tie]) -> tuple[Tie, ...]:
+    """Ties in dependency order (sources first); a cycle is an error naming it."""
+    done: list[Tie] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2 or name not in ties:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise ctx.fail(f"sweep.derived.{cycle[0]}", f"derived ties form a cycle: {' -> '.join(cycle)}")
+        state[name] = 1
+        visit(ties[name].source, path + [name])
+        state[name] = 2
+        done.append(ties[name])
+
+    for name in ties:
+        visit(name, [])
+    return tuple(done)
+
+
+def _parse_sweep(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, fixed: dict[str, float],
+                 n_features: int) -> Sweep:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ctx.fail("sweep", f"expected a mapping of parameter -> axis, got {_show(raw)}")
+    names = policy.names(n_features)
+    taken: dict[str, str] = {}  # swept name -> where
+
+    def check_name(key: str, name: Any) -> None:
+        if not isinstance(name, str):
+            raise ctx.fail(key, f"a parameter name must be text, got {_show(name)}")
+        _swept_name(ctx, key, name, policy_name, names, fixed, taken)
+        taken[name] = key
+
+    blocks: list[Axis | Sample] = []
+    for name, spec in raw.items():
+        key = _join("sweep", str(name))
+        if name == "derived":
+            continue
+        if name == "joint":
+            blocks += _parse_joint(ctx, spec, check_name)
+            continue
+        if name not in names:  # say that joint/derived exist too
+            extra = _hint(str(name), list(names) + ["joint", "derived"])
+            raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{name}'{extra}; its parameters: "
+                                f"{', '.join(names)} (and the keys joint, derived)")
+        check_name(key, name)
+        blocks.append(_parse_axis(ctx, key, name, spec))
+
+    # Every swept value must be allowed (samples: both ends of the range) -- errors now, not mid-run.
+    swept_values: dict[str, list[float]] = {}
+    for block in blocks:
+        if isinstance(block, Axis):
+            swept_values[block.name] = list(block.values)
+            _check_param(ctx, _join(taken[block.name], block.kind), block.name, policy.spec(block.name),
+                         block.values, n_features, f"{block.kind} ")
+            continue
+        for r in block.ranges:
+            spec = policy.spec(r.name)
+            if spec.integer:
+                raise ctx.fail(taken[r.name], f"{r.name} takes whole numbers; {block.method} samples are "
+                                              f"fractional -- use list or linspace")
+            swept_values[r.name] = [r.low, r.high]
+            _check_param(ctx, taken[r.name], r.name, spec, swept_values[r.name], n_features, "sampled ")
+
+    derived = _parse_derived(ctx, raw.get("derived"), policy_name, policy, fixed, swept_values, n_features)
+    return Sweep(tuple(blocks), derived)
+
+
+def _parse_derived(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, fixed: dict[str, float],
+                   swept: dict[str, list[float]], n_features: int) -> tuple[Tie, ...]:
+    """Ties ``target: expression``; each target's possible values are range-checked now."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ctx.fail("sweep.derived", f"expected a mapping target -> expression (e.g. grid_interval: "
+                                        f"half_spread), got {_show(raw)}")
+    names = policy.names(n_features)
+    ties: dict[str, Tie] = {}
+    for target, text in raw.items():
+        key = f"sweep.derived.{target}"
+        if not isinstance(target, str) or target not in names:
+            raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{target}'{_hint(str(target), names)}; "
+                                f"its parameters: {', '.join(names)}")
+        if target in fixed:
+            raise ctx.fail(key, f"'{target}' is both fixed (strategy.params.{target}) and derived; keep one")
+        if target in swept:
+            raise ctx.fail(key, f"'{target}' is both swept (sweep.{target}) and derived; keep one")
+        tie = _parse_tie(ctx, key, target, text)
+        if tie.source not in names:
+            raise ctx.fail(key, f"'{tie.source}' is not a parameter of policy '{policy_name}'"
+                                f"{_hint(tie.source, names)}; its parameters: {', '.join(names)}")
+        ties[target] = tie
+    ordered = _order_ties(ctx, ties)
+
+    # The values a tie can produce: factor times every value its source can take (a linear map,
+    # so a sampled range's two ends bound it).
+    values: dict[str, list[float]] = {**swept, **{k: [v] for k, v in fixed.items()}}
+    for tie in ordered:
+        key = f"sweep.derived.{tie.target}"
+        base = values.get(tie.source)
+        if base is None:
+            default = policy.spec(tie.source).default
+            if default is None:
+                raise ctx.fail(key, f"'{tie.source}' has no value: fix it in strategy.params or sweep it")
+            base = [float(default)]
+        values[tie.target] = [tie.factor * v for v in base]
+        _check_param(ctx, key, tie.target, policy.spec(tie.target), values[tie.target], n_features, "derived ")
+    return ordered
+
+
+# --- the small sections -------------------------------------------------------------------------
+
+
+def _parse_objective(ctx: _Ctx, raw: Any) -> Objective:
+    sec = _Section(ctx, raw, "objective", ("metric", "maximize"), "what ranks the lanes")
+    metric = sec.text("metric", "SR", what="the ranking metric", choices=tuple(METRICS))
+    return Objective(metric, sec.boolean("maximize", METRICS[metric], what="true: larger is better"))
+
+
+def _parse_constraints(ctx: _Ctx, raw: Any) -> Constraints:
+    sec = _Section(ctx, raw, "constraints", ("min_trades", "max_drawdown"), "lanes that may rank")
+    return Constraints(
+        min_trades=sec.integer("min_trades", None, what="fewest fills on the train part", low=0),
+        max_drawdown=sec.number("max_drawdown", None, what="largest MaxDrawdown, fraction of book_size",
+                                low=0, open_low=True),
+    )
+
+
+def _parse_split(ctx: _Ctx, raw: Any) -> Split:
+    sec = _Section(ctx, raw, "split", ("train_fraction", "train_end_ms"), "train/test split")
+    if sec.has("train_fraction") and sec.has("train_end_ms"):
+        raise ctx.fail(sec.k("train_end_ms"), "give either train_fraction or train_end_ms, not both")
+    if sec.has("train_end_ms"):
+        return Split(None, sec.integer("train_end_ms", what="end of the train part, ms since the Unix epoch "
+                                                            "(local clock)", low=0))
+    return Split(sec.number("train_fraction", 1.0, what="share of frame rows in the train part; 1 = no test",
+                            low=0, high=1, open_low=True))
+
+
+def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
+    sec = _Section(ctx, raw, "verify", ("top_k", "sample", "seed"), "exact-engine verification")
+    return Verify(
+        top_k=sec.integer("top_k", 20, what="best lanes replayed on the exact engine", low=0),
+        sample=sec.integer("sample", 50, what="random lanes replayed for calibration", low=0),
+        seed=sec.integer("seed", 0, what="seed of the random sample", low=0),
+    )
+
+
+def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
+    sec = _Section(ctx, raw, "metrics", ("resample_s", "book_size"), "metric settings")
+    resample_s = sec.number("resample_s", 1.0, what="equity resample period, s", low=0, open_low=True)
+    rows = resample_s * 1e9 / interval_ns
+    if abs(rows - round(rows)) > 1e-9 * max(1.0, rows) or round(rows) < 1:
+        raise ctx.fail(sec.k("resample_s"), f"{resample_s:g} s is not a whole number of decision intervals "
+                                            f"({interval_ns / 1e6:g} ms)")
+    book = sec.number("book_size", 100_000.0, what="capital for Return and MaxDrawdown, quote currency",
+                      low=0, open_low=True)
+    return Metrics(resample_s, book)
+
+
+def _parse_run(ctx: _Ctx, raw: Any) -> Run:
+    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out"), "how the sweep runs")
+    return Run(
+        chunk_lanes=sec.integer("chunk_lanes", 8192, what="lanes per device call", low=1),
+        dtype=sec.text("dtype", "float32", what="kernel float type", choices=DTYPES),
+        out=sec.text("out", "runs", what="folder of run folders, relative to the working directory"),
+    )
+
+
+def _check_policy_features(ctx: _Ctx, name: str, policy: Policy, features: Sequence[FeatureSpec]) -> None:
+    kinds = {f.kind for f in features}
+    for kind in policy.needs:
+        if kind not in kinds:
+            raise ctx.fail("features", f"policy '{name}' reads a {kind} feature; add one, e.g. {{kind: {kind}}}")
+    if len(features) < policy.min_features:
+        raise ctx.fail("features", f"policy '{name}' needs at least {policy.min_features} feature(s) to read")
+
+
+def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.PathLike | None = None) -> Experiment:
+    """Validate an experiment given as a mapping (parsed YAML or :meth:`Experiment.to_dict`).
+
+    Args:
+        mapping: the experiment (see the module docstring for the schema).
+        source: where it came from, named in errors.
+        base_dir: folder relative input paths are resolved against (default: the working directory).
+    """
+    ctx = _Ctx(source, Path(base_dir) if base_dir is not None else Path.cwd())
+    if mapping is None:
+        raise ctx.fail("", "the experiment is empty")
+    top = _Section(ctx, mapping, "", TOP_KEYS, "an experiment")
+    name = top.text("name", what="experiment name")
+    if not _NAME_RE.match(name):
+        raise ctx.fail("name", f"'{name}' must be letters, digits, _ . - (it names the run folder)")
+    data = _parse_data(ctx, top.raw("data"))
+    interval_ms = top.number("interval_ms", 100.0, what="decision interval, ms", low=0, open_low=True)
+    interval_ns = _ms_to_ns(ctx, "interval_ms", interval_ms)
+    features = _parse_features(ctx, top.raw("features"), data)
+    policy_name, policy, fixed = _parse_strategy(ctx, top.raw("strategy"), len(features))
+    _check_policy_features(ctx, policy_name, policy, features)
+    sweep = _parse_sweep(ctx, top.raw("sweep"), policy_name, policy, fixed, len(features))
+    # Fill the defaults of parameters neither fixed, swept nor derived; a required one is an error.
+    varied = set(sweep.names) | {t.target for t in sweep.derived}
+    params: dict[str, float] = {}
+    for pname in policy.names(len(features)):
+        if pname in fixed:
+            params[pname] = fixed[pname]
+        elif pname not in varied:
+            spec = policy.spec(pname)
+            if spec.default is None:
+                raise ctx.fail(f"strategy.params.{pname}", f"policy '{policy_name}' needs {pname} ({spec.unit}): "
+                                                           f"fix it here, sweep it or derive it")
+            params[pname] = float(spec.default)
+    if "fees" not in mapping:
+        raise ctx.fail("fees", "required: {maker_bps: ..., taker_bps: ...} in bps of traded value, positive = "
+                               "cost, negative = rebate")
+    fees_sec = _Section(ctx, top.raw("fees"), "fees", ("maker_bps", "taker_bps"), "fees")
+    fees = Fees(fees_sec.number("maker_bps", what="maker fee, bps of traded value, negative = rebate"),
+                fees_sec.number("taker_bps", what="taker fee, bps of traded value, negative = rebate"))
+    exp = Experiment(
+        name=name,
+        description=top.text("description", "", what="free text"),
+        data=data,
+        interval_ns=interval_ns,
+        latency=_parse_latency(ctx, top.raw("latency")),
+        fees=fees,
+        fill_model=top.text("fill_model", "cross", what="how resting orders fill", choices=FILL_MODELS),
+        features=features,
+        strategy=Strategy(policy_name, params),
+        sweep=sweep,
+        objective=_parse_objective(ctx, top.raw("objective")),
+        constraints=_parse_constraints(ctx, top.raw("constraints")),
+        split=_parse_split(ctx, top.raw("split")),
+        verify=_parse_verify(ctx, top.raw("verify")),
+        metrics=_parse_metrics(ctx, top.raw("metrics"), interval_ns),
+        run=_parse_run(ctx, top.raw("run")),
+        source=source,
+    )
+    grids.n_lanes(exp)  # refuse a sweep too large to hold, now
+    return exp
+
+
+# --------------------------------------------------------------------------------------------
+# Back to a plain mapping
+# --------------------------------------------------------------------------------------------
+
+
+def _num(value: float) -> int | float:
+    """Whole floats as int (cleaner YAML), others as float."""
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
+
+
+def _feature_dict(spec: FeatureSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": spec.kind}
+    if spec.instrument:
+        out["instrument"] = spec.instrument
+    for name in sorted(_FEATURE_PARAMS[spec.kind]):
+        out[name] = getattr(spec, name)
+    return out
+
+
+def _sweep_dict(sweep: Sweep) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    joint: list[dict] = []
+    for b in sweep.blocks:
+        if isinstance(b, Axis):
+            out[b.name] = {b.kind: [_num(v) for v in b.args]}
+        elif b.inline:
+            r = b.ranges[0]
+            out[r.name] = {b.method: {"low": _num(r.low), "high": _num(r.high), "n": b.n, "seed": b.seed,
+                                      "log": r.log}}
+        else:
+            if "joint" not in out:
+                out["joint"] = joint  # keeps the joint groups' place in the block order
+            joint.append({b.method: {"n": b.n, "seed": b.seed},
+                          "axes": {r.name: {"low": _num(r.low), "high": _num(r.high), "log": r.log}
+                                   for r in b.ranges}})
+    if sweep.derived:
+        out["derived"] = {t.target: t.text for t in sweep.derived}
+    return out
+
+
+def _to_dict(exp: Experiment) -> dict[str, Any]:
+    d = exp.data
+    data: dict[str, Any] = {"source": d.source, "quoted": d.quoted}
+    if d.synthetic is not None:
+        data["synthetic"] = dict(d.synthetic)
+    if d.files is not None:
+        data["files"] = {
+            name: {"path": list(f.paths) if len(f.paths) > 1 else f.paths[0],
+                   **{k: v for k, v in (("format", f.format), ("tick_size", f.tick_size), ("lot_size", f.lot_size),
+                                        ("symbol", f.symbol)) if v is not None}}
+            for name, f in d.files.items()}
+    latency = {"file": exp.latency.file} if exp.latency.file else {"entry_ms": _num(exp.latency.entry_ns / 1e6)}
+    split = ({"train_end_ms": exp.split.train_end_ms} if exp.split.train_end_ms is not None
+             else {"train_fraction": exp.split.train_fraction})
+    return {
+        "name": exp.name,
+        "description": exp.description,
+        "data": data,
+        "interval_ms": _num(exp.interval_ns / 1e6),
+        "latency": latency,
+        "fees": dataclasses.asdict(exp.fees),
+        "fill_model": exp.fill_model,
+        "features": [_feature_dict(f) for f in exp.features],
+        "strategy": {"policy": exp.strategy.policy, "params": {k: _num(v) for k, v in exp.strategy.params.items()}},
+        "sweep": _sweep_dict(exp.sweep),
+        "objective": dataclasses.asdict(exp.objective),
+        "constraints": dataclasses.asdict(exp.constraints),
+        "split": split,
+        "verify": dataclasses.asdict(exp.verify),
+        "metrics": dataclasses.asdict(exp.metrics),
+        "run": dataclasses.asdict(exp.run),
+    }
