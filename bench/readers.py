@@ -4,7 +4,7 @@ Not a test.  Run from the repository root:
 
     python bench/readers.py [--repeat 5] [--synthetic-rows 1000000]
 
-Each reader runs ``--repeat`` times on the real samples in ``../shared/data`` (or
+Each reader runs ``--repeat`` times (ours and hftbacktest's taking turns) on the real samples in ``../shared/data`` (or
 ``$MMSWEEP_SHARED_DATA``); the table shows the first (cold: numba compile, file cache) and the
 best wall time in seconds, output rows per second from the best run, and the ratio
 hftbacktest-best / ours-best (> 1: ours is faster).  The outputs differ in kind (ours: one row per
@@ -48,19 +48,28 @@ def shared_data() -> Path:
     return path
 
 
-def timed(fn, repeat: int) -> tuple[float, float, int]:
-    """(first s, best s, output rows) over ``repeat`` calls; hftbacktest's prints are silenced."""
-    times, rows = [], 0
+def _call(fn) -> tuple[float, int]:
+    """(wall s, output rows) of one call; hftbacktest's prints and our warnings are silenced."""
+    gc.collect()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - t0
+    return wall, len(out)
+
+
+def timed_pair(fns: list, repeat: int) -> list[tuple[float, float, int] | None]:
+    """(first s, best s, rows) per callable (None stays None).  The callables take turns, so a
+    busy machine slows both sides alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    rows = [0] * len(fns)
     for _ in range(repeat):
-        gc.collect()
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        rows = len(out)
-        del out
-    return times[0], min(times), rows
+        for i, fn in enumerate(fns):
+            if fn is not None:
+                wall, rows[i] = _call(fn)
+                times[i].append(wall)
+    return [(t[0], min(t), r) if fn is not None else None for fn, t, r in zip(fns, times, rows)]
 
 
 def synthetic_l2(path: Path, n: int, seed: int = 0) -> None:
@@ -137,17 +146,16 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for label, (our_name, ours), (hbt_name, theirs) in cases:
         cells = [label]
-        best = {}
-        for key, name, fn in (("ours", our_name, ours), ("hbt", hbt_name, theirs)):
-            if fn is None:
+        results = timed_pair([ours, theirs], args.repeat)
+        for (key, name), res in zip((("ours", our_name), ("hbt", hbt_name)), results):
+            if res is None:
                 why = binance_missing if (key == "ours" and read_binance is None and "Binance" in label) else ""
                 cells += [f"{name} n/a {why}".strip(), "", "", "", ""]
                 continue
-            first, b, rows = timed(fn, args.repeat)
-            best[key] = b
-            cells += [name, f"{rows:,}", f"{first:.3f}", f"{b:.3f}", f"{rows / b / 1e6:.2f} M"]
-        ratio = best["hbt"] / best["ours"] if len(best) == 2 else None
-        cells.append(f"{ratio:.2f}" if ratio else "")
+            first, best, rows = res
+            cells += [name, f"{rows:,}", f"{first:.3f}", f"{best:.3f}", f"{rows / best / 1e6:.2f} M"]
+        both = all(r is not None for r in results)
+        cells.append(f"{results[1][1] / results[0][1]:.2f}" if both else "")
         print("| " + " | ".join(cells) + " |", flush=True)
     if tmp is not None:
         tmp.cleanup()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -103,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     synthetic_market(SynthConfig(hours=0.001, instruments=instruments))  # compile / load the numba cache
     compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     market = synthetic_market(config, validate=not args.no_validate)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     total_rows = sum(len(e) for e in market.values())
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'with' if not args.no_validate else 'without'} validation")
     print(f"  wall {wall:.1f} s (+ {compile_s:.1f} s compile/cache load), {total_rows:,} rows "
           f"({total_gb:.2f} GB), {total_rows / wall / 1e6:.1f} M rows/s, peak RSS {rss_gb:.1f} GB")
+    print(f"  CPU {cpu:.1f} s (all threads), {os.cpu_count()} CPUs, load average {load_before:.1f} before the run "
+          f"(other processes competing for the cores slow the wall time)")
 
     real = real_density()
     real_touch = real_near_touch()

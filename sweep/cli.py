@@ -165,41 +165,55 @@ def _print_frames(frames) -> None:
                    f"warm-up rows {m['warmup_rows'][name]}")
 
 
-@main.command()
-@click.option("--hours", type=float, default=1.0, show_default=True, help="Synthetic market length (hours).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-def demo(hours, seed, out_dir) -> None:
-    """Run the data pipeline end to end on the embedded synthetic market."""
-    from .data.inspect import format_summary, summarize
-    from .data.synthetic import SynthConfig, synthetic_market
-    from .data.store import save_events
-    from .features import FeatureSpec
-    from .frames import FrameSpec, LatencySpec, build_frames
+@main.command("run")
+@click.argument("experiment", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "out_root", type=click.Path(file_okay=False), help="Runs folder (default: the experiment's run.out).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: only missing chunks are computed.")
+@click.option("--top", type=int, default=10, show_default=True, help="Rows of the printed top table.")
+def run_cmd(experiment, out_root, resume, top) -> None:
+    """Sweep EXPERIMENT (a YAML file) and write its run folder."""
+    from .config import load_experiment
 
-    out = Path(out_dir)
-    with _Step(f"1/3 generating {hours:g} h of synthetic futures + spot market (seed {seed})"):
-        market = synthetic_market(SynthConfig(seed=seed, hours=hours))
-        for name, events in market.items():
-            save_events(events, out / "data" / f"{name}.npz")
-    names = list(market)
-    quoted, signal = names[0], (names[1] if len(names) > 1 else None)
-    for name in names:
-        click.echo(format_summary(summarize(market[name])))
-    features = [{"kind": "mid_return", "lag_s": 1.0}, {"kind": "imbalance", "levels": 5},
-                {"kind": "realized_vol", "window_s": 60.0}]
-    if signal:
-        features.append({"kind": "rolling_return", "instrument": signal, "window_s": 300.0})
-    spec = FrameSpec(latency=LatencySpec(entry_ns=10_000_000), features=tuple(FeatureSpec.parse(f) for f in features))
-    signals = {signal: market[signal]} if signal else {}
-    with _Step("2/3 building 100 ms frames (10 ms entry latency)"):
-        frames = build_frames(market[quoted], spec, signals=signals)
-    _print_frames(frames)
-    with _Step("3/3 rebuilding the frames (a cache hit)"):
-        again = build_frames(market[quoted], spec, signals=signals)
-    click.echo(f"cache hit: {again.meta['cache_hit']}")
-    click.echo(f"\nWritten: {out / 'data'}.  Next: `mmsweep data inspect {out / 'data' / (quoted + '.npz')}`, "
-               f"or `mmsweep data frames` on a real capture, e.g. ../shared/data/binance/usdm/btcusdt_20240808.gz")
+    _run_and_report(load_experiment(experiment), out_root, resume, top)
+
+
+def _run_and_report(exp, out_root, resume, top) -> Path:
+    import polars as pl
+
+    from .run import run_experiment, top_table
+
+    start = time.perf_counter()
+    run_dir = run_experiment(exp, out_root=out_root, resume=resume, log=lambda m: click.echo(m, err=True))
+    results = pl.read_parquet(run_dir / "results.parquet")
+    click.echo(f"\n{results.height:,} lanes in {time.perf_counter() - start:.1f} s; "
+               f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by train "
+               f"{exp.objective.metric}:")
+    click.echo(top_table(results, exp, top))
+    click.echo(f"\nrun folder: {run_dir} (results.parquet, config.json, manifest.json)")
+    return run_dir
+
+
+@main.command()
+@click.option("--hours", type=float, default=None, help="Synthetic market length (default: the demo experiment's).")
+@click.option("--out", "out_root", type=click.Path(file_okay=False), default="runs", show_default=True)
+def demo(hours, out_root) -> None:
+    """Sweep the bundled demo experiment on the embedded synthetic market."""
+    import dataclasses
+
+    from .config import load_experiment
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml"
+    exp = load_experiment(path)
+    if hours is not None:
+        if not hours > 0:
+            raise InputError(f"--hours must be > 0, got {hours}", key="hours")
+        exp = dataclasses.replace(exp, data=dataclasses.replace(exp.data, synthetic={**exp.data.synthetic,
+                                                                                      "hours": hours}))
+    click.echo(f"demo: {path.name} -- {exp.description}", err=True)
+    run_dir = _run_and_report(exp, out_root, True, 10)
+    click.echo("\nNext: open results.parquet with polars, edit a copy of experiments/demo.yaml "
+               "(axes, policy, fill model) and `mmsweep run` it, or point data at a real capture as in "
+               f"experiments/real_btcusdt_apt.yaml.  Run folder: {run_dir}")
 
 
 if __name__ == "__main__":

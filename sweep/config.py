@@ -26,10 +26,15 @@ Schema (defaults shown; "required" keys have none)::
     fees: {maker_bps: -0.5, taker_bps: 7.0}   # required; bps of traded value, positive = cost,
                                               # negative = rebate (hftbacktest's convention)
     fill_model: cross             # cross (strict cross, conservative) | touch (optimistic)
-    features: []                  # FeatureSpec dicts (features.py); a policy reads them by index
+    features: []                  # FeatureSpec dicts (features.py), named e.g. imbalance_5,
+                                  # spot.rolling_return_300s; policies read them by name
     strategy:
       policy: grid                # required; a key of POLICIES
-      params: {}                  # fixed parameters (POLICIES lists names, units, defaults)
+      params: {}                  # fixed parameters (POLICIES lists names, units, defaults);
+                                  # null or absent = the default, .inf allowed for limits
+      static: {}                  # the policy's static options, e.g. fair_value {signals:
+                                  # [spot.rolling_return_300s]}; every feature they name must
+                                  # be in `features`
     sweep: {}                     # swept parameters, see below; empty = one lane
     objective: {metric: SR, maximize: true}     # maximize defaults per metric (METRICS)
     constraints: {min_trades: null, max_drawdown: null}
@@ -38,8 +43,9 @@ Schema (defaults shown; "required" keys have none)::
     split: {train_fraction: 1.0}  # or {train_end_ms: <epoch ms, local clock>}; ranking on train,
                                   # metrics reported for train and test
     verify: {top_k: 20, sample: 50, seed: 0}    # exact replay of the top K + a random sample
-    metrics: {resample_s: 1.0, book_size: 100000}   # equity resample period (s, a multiple of
-                                  # the interval); book size (quote currency) for Return/MaxDrawdown
+    metrics: {resample_s: 1.0, book_size: 100000, trading_days_per_year: 252}
+                                  # equity resample period (s, a multiple of the interval); book
+                                  # size (quote currency) for Return/MaxDrawdown; SR annualisation
     run: {chunk_lanes: 8192, dtype: float32, out: runs}
 
 Sweep section: each key is a policy parameter with one of ::
@@ -84,17 +90,28 @@ from .features import _PARAMS as _FEATURE_PARAMS
 from .frames import FrameSpec, LatencySpec
 
 # --------------------------------------------------------------------------------------------
-# Policy registry: the parameters each quoting policy (kernels/policies, DESIGN §3) reads.
-# "bps" means basis points of the price named; "base units" the instrument's quantity unit;
-# "quote" the quote currency.  Positions in the formulas are signed (long > 0).
+# Policy registry: what the experiment may set for each quoting policy.  It mirrors the PARAMS
+# and STATIC tables of mmsweep.kernels.policies (same names, order, defaults and units; a test
+# keeps them equal) and adds the allowed range of each parameter, which the kernel leaves open.
+# Units: "ticks" are price ticks of the quoted instrument; "bps" basis points of the price
+# named; "qty units" the instrument's quantity unit (BTC); "orders" multiples of order_qty;
+# "quote currency" e.g. USDT.  Positions are signed (long > 0).  The formulas live in each
+# policy module's docstring.
 # --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One strategy parameter: its unit, its default (None: required) and its allowed range.
+    """One numeric (sweepable) strategy parameter.
 
-    ``feature_index``: a 0-based index into the experiment's ``features`` (must be < their count).
+    Attributes:
+        unit: its unit (shown in errors).
+        default: None = required; ``math.inf`` = no limit.
+        low, high, open_low: allowed range (``open_low``: strictly above ``low``).
+        integer: whole numbers only.
+        allow_inf: ``.inf`` allowed ("no limit").
+        slot: ``(static option, j)``: only meaningful when that static feature list has more
+            than ``j`` entries (e.g. ``beta_1`` weighs ``signals[1]``); otherwise it stays 0.
     """
 
     unit: str
@@ -103,157 +120,174 @@ class Param:
     high: float = math.inf
     open_low: bool = False
     integer: bool = False
-    feature_index: bool = False
+    allow_inf: bool = False
+    slot: tuple[str, int] | None = None
 
-    def allowed(self, n_features: int | None = None) -> str:
+    def allowed(self) -> str:
         """The allowed range, in words (for error messages)."""
-        if self.feature_index:
-            return f"a feature index 0..{(n_features or 1) - 1}"
         parts = []
         if self.low > -math.inf:
             parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
         if self.high < math.inf:
             parts.append(f"<= {self.high:g}")
-        kind = "a whole number" if self.integer else "a number"
-        return f"{kind} {' and '.join(parts)}".strip()
+        text = f"{'a whole number' if self.integer else 'a number'} {' and '.join(parts)}".strip()
+        return text + (" (or .inf: no limit)" if self.allow_inf else "")
 
-    def problem(self, value: float, n_features: int) -> str | None:
-        """Why ``value`` is not allowed, or None."""
-        if not math.isfinite(value):
-            return "must be finite"
-        if self.integer and value != round(value):
-            return "must be a whole number"
-        if value < self.low or (self.open_low and value <= self.low) or value > self.high:
-            return "out of range"
-        if self.feature_index and value >= n_features:
-            return f"there are only {n_features} features"
+    def first_bad(self, values: np.ndarray) -> tuple[float, str] | None:
+        """The first disallowed value and why (vectorised: an axis may hold a million values)."""
+        finite = np.isfinite(values)
+        checks = [
+            (np.isnan(values) | (~finite & (not self.allow_inf)), "must be finite"),
+            (self.integer and finite & (values != np.round(values)), "must be a whole number"),
+            ((values <= self.low) if self.open_low else (values < self.low), "out of range"),
+            (values > self.high, "out of range"),
+        ]
+        for mask, why in checks:
+            hits = np.flatnonzero(mask)
+            if hits.size:
+                return float(values[hits[0]]), why
         return None
 
 
 @dataclasses.dataclass(frozen=True)
+class StaticOption:
+    """A static (per-experiment, never swept) policy option.
+
+    ``kind``: ``features`` (a list of feature names, at most ``max_len``), ``feature`` (one
+    feature name, or null if ``nullable``), ``instrument`` (an instrument name; "" = the quoted
+    one) or ``count`` (a whole number >= 1).
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    max_len: int = 0
+    nullable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
-    """A policy's parameters (in lane-table order), per-feature parameter families and the
-    feature kinds it needs (it reads the first feature of each listed kind)."""
+    """A policy's parameters (in lane-table order) and static options."""
 
     doc: str
     params: dict[str, Param]
-    per_feature: dict[str, Param] = dataclasses.field(default_factory=dict)  # prefix -> coef_<k>
-    needs: tuple[str, ...] = ()
-    min_features: int = 0
+    static: dict[str, StaticOption] = dataclasses.field(default_factory=dict)
 
-    def names(self, n_features: int) -> list[str]:
-        """Every parameter name, for an experiment with ``n_features`` features."""
-        out = list(self.params)
-        for prefix in self.per_feature:
-            out += [f"{prefix}_{k}" for k in range(n_features)]
-        return out
-
-    def spec(self, name: str) -> Param:
-        if name in self.params:
-            return self.params[name]
-        return self.per_feature[name.rsplit("_", 1)[0]]
+    def active(self, static: dict[str, Any]) -> list[str]:
+        """Parameters that may be set under ``static`` (slot parameters need their feature)."""
+        return [n for n, p in self.params.items() if p.slot is None or len(static[p.slot[0]]) > p.slot[1]]
 
 
 # Shared order-management parameters (DESIGN §3: a regular grid of n_levels orders per side).
-_N_LEVELS = Param("orders per side", default=1, low=1, integer=True)
-_GRID_INTERVAL = Param("bps of mid between levels, snapped to whole ticks (0 = one tick)", default=0.0, low=0.0)
-_ORDER_QTY = Param("base units per order", low=0.0, open_low=True)
-_MAX_POSITION = Param("base units; orders that could take |position| beyond it are not sent", low=0.0, open_low=True)
+_N_LEVELS = Param("levels per side", default=1, low=1, integer=True)
+_ORDER_QTY = Param("qty units", low=0.0, open_low=True)
+_MAX_POSITION = Param("qty units", default=math.inf, low=0.0, open_low=True, allow_inf=True)
+_GRID_STEP = Param("ticks", default=1.0, low=0.0)  # rounded to whole ticks >= 1 by the policy
 
 POLICIES: dict[str, Policy] = {
-    # hftbacktest's grid-trading example, with inventory skew:
-    #   reservation = mid * (1 - skew * 1e-4 * position / order_qty)
-    #   top bid = min(reservation * (1 - half_spread * 1e-4), best bid), top ask mirrored,
-    #   snapped to the grid; n_levels orders per side, grid_interval apart.
+    # hftbacktest's grid-trading example with inventory skew.  relative = 0: half_spread,
+    # grid_interval and skew in ticks; relative = 1: in bps of the local mid.
     "grid": Policy(
         doc="grid trading with inventory skew",
         params={
-            "half_spread": Param("bps of mid, reservation to top quote", low=0.0),
-            "skew": Param("bps of mid per order_qty of position", default=0.0),
-            "grid_interval": _GRID_INTERVAL,
+            "half_spread": Param("ticks | bps of mid if relative=1", low=0.0),
+            "grid_interval": Param("ticks | bps of mid if relative=1", default=1.0, low=0.0),
+            "skew": Param("ticks | bps of mid if relative=1, per order_qty of position", default=0.0),
             "n_levels": _N_LEVELS,
             "order_qty": _ORDER_QTY,
             "max_position": _MAX_POSITION,
+            "relative": Param("flag 0/1", default=0, low=0, high=1, integer=True),
         },
     ),
-    # The APT study: fair = mid * (1 + beta * F[t, signal]) (F a return, e.g. the spot
-    # rolling_return), quotes fair * (1 -/+ relative_half_spread_bps * 1e-4) shifted by
-    # -relative_skew_bps * 1e-4 * fair * position_notional / order_notional; sizes and the
-    # position limit in notional (quote) at the current mid.
+    # The APT study: fair = mid * (1 + sum_i beta_i * signal_i), signals being return features
+    # of other instruments (fractions) named in static `signals`; skew per position * mid /
+    # max_notional; sizes in notional.
     "fair_value": Policy(
         doc="fair value from other instruments' returns (APT)",
         params={
-            "beta": Param("dimensionless weight of feature `signal` (a return) in the fair price"),
-            "signal": Param("feature index", default=0, low=0, integer=True, feature_index=True),
-            "relative_half_spread_bps": Param("bps of fair price, fair to top quote", low=0.0),
-            "relative_skew_bps": Param("bps of fair price per order_notional of position", default=0.0),
-            "grid_interval": _GRID_INTERVAL,
+            "beta": Param("fraction of price per unit of signal return (dimensionless)", default=0.0,
+                          slot=("signals", 0)),
+            "beta_1": Param("dimensionless", default=0.0, slot=("signals", 1)),
+            "beta_2": Param("dimensionless", default=0.0, slot=("signals", 2)),
+            "beta_3": Param("dimensionless", default=0.0, slot=("signals", 3)),
+            "relative_half_spread_bps": Param("bps of mid", low=0.0),
+            "relative_skew_bps": Param("bps of mid per unit of normalised position", default=0.0),
+            "order_notional": Param("quote currency", low=0.0, open_low=True),
+            "max_notional": Param("quote currency", default=math.inf, low=0.0, open_low=True, allow_inf=True),
             "n_levels": _N_LEVELS,
-            "order_notional": Param("quote currency per order", low=0.0, open_low=True),
-            "max_notional": Param("quote currency; |position| * mid limit", low=0.0, open_low=True),
+            "grid_interval_bps": Param("bps of mid", default=0.0, low=0.0),
         },
-        min_features=1,
+        static={"signals": StaticOption("features", ("spot.rolling_return_300s",),
+                                        "names of return features weighted by beta, beta_1, ...", max_len=4)},
     ),
-    # Avellaneda-Stoikov in ticks, inventory q = position / order_qty (dimensionless),
-    # sigma = realized_vol * mid / tick * sqrt(horizon_s) (ticks):
-    #   reservation = mid - q * gamma * sigma^2;  spread = gamma * sigma^2 + (2 / gamma) ln(1 + gamma / k)
-    #   size = order_qty * exp(-eta * q) on the bid, exp(+eta * q) on the ask.
+    # Avellaneda-Stoikov, stationary form, in ticks with inventory in orders of order_qty;
+    # sigma from the realised-vol feature named in static `vol`.
     "avellaneda_stoikov": Policy(
         doc="Avellaneda-Stoikov",
         params={
-            "gamma": Param("risk aversion, 1/ticks", low=0.0, open_low=True),
-            "k": Param("order-arrival decay, 1/ticks", low=0.0, open_low=True),
-            "eta": Param("size shaping, per order_qty of position", default=0.0, low=0.0),
-            "horizon_s": Param("seconds of volatility in sigma", default=1.0, low=0.0, open_low=True),
-            "grid_interval": _GRID_INTERVAL,
-            "n_levels": _N_LEVELS,
+            "gamma": Param("1/tick per order of inventory", low=0.0),
+            "k": Param("1/tick", low=0.0, open_low=True),
+            "horizon_s": Param("s", default=1.0, low=0.0),
+            "eta": Param("1/order", default=0.0, low=0.0),
             "order_qty": _ORDER_QTY,
+            "n_levels": _N_LEVELS,
+            "grid_step": _GRID_STEP,
             "max_position": _MAX_POSITION,
         },
-        needs=("realized_vol",),
+        static={"vol": StaticOption("feature", "realized_vol_60s", "realised-vol feature (fraction per sqrt(s))")},
     ),
-    # The pricing framework: reservation = mid * (1 + 1e-4 * (sum_k coef_k * F[t, k]
-    #   - risk_aversion * (position / order_qty) * vol_bps)), vol_bps = realized_vol * 1e4
-    #   (1-second volatility in bps); quotes reservation -/+ half_spread bps.
+    # The pricing framework: reservation = mid + sum_j coef_j * features[j] (bps)
+    #   - risk_aversion * (position / order_qty) * volatility (ticks).
     "linear_alpha": Policy(
         doc="reservation = fair value + linear forecast - inventory risk",
         params={
-            "half_spread": Param("bps of mid, reservation to top quote", low=0.0),
-            "risk_aversion": Param("bps per order_qty of position per bp of 1-s volatility", default=0.0,
-                                   low=0.0),
-            "grid_interval": _GRID_INTERVAL,
-            "n_levels": _N_LEVELS,
+            "coef_0": Param("bps of mid per feature unit", default=0.0, slot=("features", 0)),
+            "coef_1": Param("bps of mid per feature unit", default=0.0, slot=("features", 1)),
+            "coef_2": Param("bps of mid per feature unit", default=0.0, slot=("features", 2)),
+            "coef_3": Param("bps of mid per feature unit", default=0.0, slot=("features", 3)),
+            "risk_aversion": Param("ticks per order of position per tick of volatility (dimensionless)",
+                                   default=0.0, low=0.0),
+            "horizon_s": Param("s", default=1.0, low=0.0),
+            "half_spread": Param("ticks", low=0.0),
             "order_qty": _ORDER_QTY,
+            "n_levels": _N_LEVELS,
+            "grid_step": _GRID_STEP,
             "max_position": _MAX_POSITION,
         },
-        per_feature={"coef": Param("bps of mid per unit of feature k", default=0.0)},
-        needs=("realized_vol",),
-        min_features=1,
+        static={"features": StaticOption("features", (), "forecast features; features[j] is weighted by coef_j",
+                                          max_len=4),
+                "vol": StaticOption("feature", "realized_vol_60s", "realised-vol feature; null = 1 tick",
+                                    nullable=True)},
     ),
-    # Reference-venue VAMP quoting: ref = mid * (1 + vamp_bps * 1e-4) from the first vamp_bps
-    # feature (usually of another instrument); each side's distance from ref is
-    # base_bps +/- skew_bps * tanh(position / inventory_scale) (the side adding to |position|
-    # widens).
+    # Reference-venue VAMP quoting: half-spreads base_bps -/+ skew_bps * tanh(q / q_scale)
+    # around the reference venue's VAMP (feature <venue>.vamp_bps_<levels> and <venue>.mid).
     "vamp_reference": Policy(
         doc="quotes around a reference venue's VAMP with a tanh inventory spread",
         params={
-            "base_bps": Param("bps of the reference price, reference to top quote", low=0.0),
-            "skew_bps": Param("bps, the inventory term's full size", default=0.0, low=0.0),
-            "inventory_scale": Param("base units of position where tanh reaches 0.76", low=0.0, open_low=True),
-            "grid_interval": _GRID_INTERVAL,
-            "n_levels": _N_LEVELS,
+            "base_bps": Param("bps of reference mid", low=0.0),
+            "skew_bps": Param("bps of reference mid", default=0.0, low=0.0),
+            "q_scale": Param("orders (multiples of order_qty)", default=1.0, low=0.0),
             "order_qty": _ORDER_QTY,
+            "n_levels": _N_LEVELS,
+            "grid_step": _GRID_STEP,
             "max_position": _MAX_POSITION,
         },
-        needs=("vamp_bps",),
+        static={"venue": StaticOption("instrument", "", "reference instrument ('' = the quoted one)"),
+                "levels": StaticOption("count", 5, "VAMP depth levels (feature vamp_bps_<levels>)")},
     ),
 }
 
-#: Objective metrics (hftbacktest's stats names, DESIGN §3) and whether larger is better.
+#: Objective metrics and whether larger is better (the default of objective.maximize):
+#: hftbacktest's summary columns, then kernels.metrics' extras (PnL, Fees, TradingValue in quote
+#: currency; MaxAbsPosition in qty units).
 METRICS: dict[str, bool] = {
-    "SR": True, "Sortino": True, "Return": True, "MaxDrawdown": False, "ReturnOverMDD": True,
-    "ReturnOverTrade": True, "DailyNumberOfTrades": True, "DailyTurnover": True, "MaxPositionValue": False,
+    "SR": True, "Sortino": True, "Return": True, "MaxDrawdown": False, "DailyNumberOfTrades": True,
+    "DailyTurnover": True, "ReturnOverMDD": True, "ReturnOverTrade": True, "MaxPositionValue": False,
+    "PnL": True, "Fees": False, "NumberOfTrades": True, "TradingValue": True, "MaxAbsPosition": False,
+    "MaxPositionNotional": False,
 }
+#: Largest grid axis (its values are held in the config); samples are bounded by grids.MAX_LANES only.
+MAX_AXIS_VALUES = 1_000_000
 FILL_MODELS = ("cross", "touch")
 DTYPES = ("float32", "float64")
 DATA_SOURCES = ("synthetic", "files")
@@ -265,7 +299,8 @@ TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fi
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_TIE_RE = re.compile(rf"^\s*(?:(?P<pre>{_NUM})\s*\*\s*)?(?P<name>[A-Za-z_]\w*)\s*(?:(?P<op>[*/])\s*(?P<post>{_NUM}))?\s*$")
+_TIE_RE = re.compile(  # NAME, NUM*NAME, NAME*NUM, NAME/NUM -- parsed, never eval'd
+    rf"^\s*(?:(?P<pre>{_NUM})\s*\*\s*)?(?P<name>[A-Za-z_]\w*)\s*(?:(?P<op>[*/])\s*(?P<post>{_NUM}))?\s*$")
 _REQUIRED = object()
 
 
@@ -350,10 +385,12 @@ class Fees:
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    """The policy and its fixed parameters (given or defaulted; not swept, not derived)."""
+    """The policy, its fixed parameters (given or defaulted; not swept, not derived) and its
+    resolved static options (feature-name lists as tuples)."""
 
     policy: str
     params: dict[str, float]
+    static: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,8 +489,12 @@ class Verify:
 
 @dataclasses.dataclass(frozen=True)
 class Metrics:
+    """Equity resample period (s), book size (quote currency) dividing Return/MaxDrawdown/
+    DailyTurnover, and the SR/Sortino annualisation (hftbacktest's default 252)."""
+
     resample_s: float = 1.0
     book_size: float = 100_000.0
+    trading_days_per_year: float = 252.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -492,7 +533,7 @@ class Experiment:
     @property
     def param_names(self) -> list[str]:
         """Every lane parameter in lane-table order (the policy registry's order)."""
-        return self.policy.names(len(self.features))
+        return list(self.policy.params)
 
     def frame_spec(self) -> FrameSpec:
         """Interval, latency (reads the latency file, if any) and features for :func:`build_frames`."""
@@ -551,9 +592,14 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
-        raise InputError(f"YAML syntax error: {what}" + (f" (column {mark.column + 1})" if mark else ""),
-                         source=source, line=mark.line + 1 if mark else None) from None
+        what = exc.problem or exc.context or "unreadable"
+        if mark is not None:
+            what += f" (column {mark.column + 1})"
+        if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+            # e.g. an unclosed '[': the problem shows up lines later than the cause
+            what += f", {exc.context} started at line {exc.context_mark.line + 1}"
+        raise InputError(f"YAML syntax error: {what}", source=source,
+                         line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", source=source) from None
     finally:
@@ -698,13 +744,13 @@ class _Section:
 
 
 def _number(ctx: _Ctx, key: str, value: Any, *, what: str, low: float = -math.inf, high: float = math.inf,
-            open_low: bool = False, open_high: bool = False) -> float:
-    """A finite number (not a boolean) in the stated range, as float."""
+            open_low: bool = False, open_high: bool = False, allow_inf: bool = False) -> float:
+    """A finite number (``allow_inf``: or +-inf; never NaN, never a boolean) in range, as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ctx.fail(key, f"expected a number ({what}), got {_show(value)}")
     value = float(value)
-    bad = (not math.isfinite(value) or value < low or value > high or (open_low and value <= low)
-           or (open_high and value >= high))
+    bad = (math.isnan(value) or (math.isinf(value) and not allow_inf) or value < low or value > high
+           or (open_low and value <= low) or (open_high and value >= high))
     if bad:
         rng = []
         if low > -math.inf:
@@ -859,6 +905,8 @@ def _parse_features(ctx: _Ctx, raw: Any, data: DataConfig) -> tuple[FeatureSpec,
         where = f"features[{i}]"
         if isinstance(item, dict):
             _check_feature_types(ctx, item, where, data)
+            # seconds as floats: lag_s 1 and 1.0 must give the same frames cache key
+            item = {k: float(v) if k in ("lag_s", "window_s", "shift_s") else v for k, v in item.items()}
         elif not isinstance(item, str):
             raise ctx.fail(where, f"expected a mapping like {{kind: imbalance, levels: 5}} or a kind name, "
                                   f"got {_show(item)}")
@@ -891,46 +939,148 @@ def _check_feature_types(ctx: _Ctx, item: dict, where: str, data: DataConfig) ->
                                     f"instruments: {', '.join(data.instruments)}")
 
 
-def _parse_params(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, n_features: int) -> dict[str, float]:
-    names = policy.names(n_features)
-    sec = _Section(ctx, raw, "strategy.params", names, f"fixed parameters of policy '{policy_name}'")
+def _unknown_param(ctx: _Ctx, key: str, name: Any, policy_name: str, policy: Policy, active: Sequence[str],
+                   static: dict[str, Any], extra: Sequence[str] = ()) -> InputError:
+    """The error for a name the policy does not take (or not under its static options)."""
+    p = policy.params.get(name) if isinstance(name, str) else None
+    if p is not None and p.slot is not None:
+        opt, j = p.slot
+        return ctx.fail(key, f"{name} weighs strategy.static.{opt}[{j}], but {opt} has {len(static[opt])} "
+                             f"entr{'y' if len(static[opt]) == 1 else 'ies'}; add the feature there")
+    also = f" (and the keys {', '.join(extra)})" if extra else ""
+    hint = _hint(str(name), list(active) + list(extra))
+    return ctx.fail(key, f"policy '{policy_name}' has no parameter '{name}'{hint}; its parameters: "
+                         f"{', '.join(active)}{also}")
+
+
+def _parse_params(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, active: Sequence[str],
+                  static: dict[str, Any]) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ctx.fail("strategy.params", f"expected a mapping of parameter -> value, got {_show(raw)}")
     out = {}
-    for name, value in sec.value.items():
-        spec = policy.spec(name)
-        value = _number(ctx, sec.k(name), value, what=spec.unit)
-        _check_param(ctx, sec.k(name), name, spec, [value], n_features)
+    for name, value in raw.items():
+        key = _join("strategy.params", str(name))
+        if value is None:  # null: the default
+            continue
+        if name not in active:
+            spec = policy.params.get(name) if isinstance(name, str) else None
+            if spec is not None and spec.slot is not None and value == spec.default:
+                continue  # an unused weight written as its neutral default is harmless
+            raise _unknown_param(ctx, key, name, policy_name, policy, active, static)
+        spec = policy.params[name]
+        value = _number(ctx, key, value, what=spec.unit, allow_inf=spec.allow_inf)
+        _check_param(ctx, key, name, spec, [value])
         out[name] = value
     return out
 
 
-def _check_param(ctx: _Ctx, key: str, name: str, spec: Param, values: Iterable[float], n_features: int,
-                 how: str = "") -> None:
-    for v in values:
-        problem = spec.problem(float(v), n_features)
-        if problem:
-            raise ctx.fail(key, f"{name} {how}value {float(v):g} is not allowed ({problem}): {name} takes "
-                                f"{spec.allowed(n_features)} ({spec.unit})")
+def _check_param(ctx: _Ctx, key: str, name: str, spec: Param, values: Iterable[float], how: str = "") -> None:
+    bad = spec.first_bad(np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64))
+    if bad:
+        value, problem = bad
+        raise ctx.fail(key, f"{name} {how}value {value:g} is not allowed ({problem}): {name} takes "
+                            f"{spec.allowed()} ({spec.unit})")
 
 
-def _parse_strategy(ctx: _Ctx, raw: Any, n_features: int) -> tuple[str, Policy, dict[str, float]]:
-    sec = _Section(ctx, raw, "strategy", ("policy", "params"), "the quoting policy")
+def _feature_ref(ctx: _Ctx, key: str, value: Any, names: Sequence[str], quoted: str, given: bool,
+                 where: str) -> str:
+    """A feature name in a static option: must be one of the experiment's features."""
+    if not isinstance(value, str) or not value:
+        raise ctx.fail(key, f"expected a feature name like realized_vol_60s or spot.rolling_return_300s, "
+                            f"got {_show(value)}")
+    if value.startswith(quoted + "."):  # the quoted instrument's features carry no prefix
+        value = value[len(quoted) + 1:]
+    if value not in names:
+        raise ctx.fail(key if given else "features",
+                       f"the policy reads feature '{value}' ({where}{'' if given else ', the default'}), which "
+                       f"the features do not give{_hint(value, names)}; features: {', '.join(names) or 'none'}")
+    return value
+
+
+def _parse_static(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, data: DataConfig,
+                  features: Sequence[FeatureSpec]) -> dict[str, Any]:
+    """Static options with defaults filled; every feature they name must be in ``features``."""
+    if not policy.static and isinstance(raw, dict) and raw:
+        raise ctx.fail(_join("strategy.static", str(next(iter(raw)))), f"policy '{policy_name}' has no static options")
+    sec = _Section(ctx, raw, "strategy.static", list(policy.static), f"static options of policy '{policy_name}'")
+    names = [f.name for f in features]
+    out: dict[str, Any] = {}
+    for opt_name, opt in policy.static.items():
+        key, given = sec.k(opt_name), opt_name in sec.value
+        value = sec.value.get(opt_name) if given else opt.default
+        where = f"strategy.static.{opt_name}"
+        if opt.kind == "features":
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise ctx.fail(key, f"expected a list of feature names, got {_show(value)}")
+            if len(items) > opt.max_len:
+                raise ctx.fail(key, f"at most {opt.max_len} features, got {len(items)}")
+            value = tuple(_feature_ref(ctx, _join(key, i), v, names, data.quoted, given, where)
+                          for i, v in enumerate(items))
+        elif opt.kind == "feature":
+            if value is not None or not opt.nullable:
+                value = _feature_ref(ctx, key, value, names, data.quoted, given, where)
+        elif opt.kind == "instrument":
+            if value == data.quoted:
+                value = ""
+            if not isinstance(value, str) or (value and value not in data.signals):
+                raise ctx.fail(key, f"expected '' (the quoted instrument) or one of {', '.join(data.signals)}, "
+                                    f"got {_show(value)}")
+        else:  # count
+            value = _integer(ctx, key, value, what=opt.doc, low=1)
+        out[opt_name] = value
+    # The names the kernel will look up, by its own naming rules (e.g. <venue>.vamp_bps_<levels>).
+    from ..kernels.policies import required_features
+
+    try:
+        needed = required_features(policy_name, out)
+    except (KeyError, ValueError) as exc:
+        raise ctx.fail("strategy.static", str(exc).strip("'\"")) from None
+    missing = [n for n in needed if n not in names]
+    if missing:
+        raise ctx.fail("strategy.static" if sec.value else "features",
+                       f"policy '{policy_name}' reads feature(s) {', '.join(missing)} under its static options "
+                       f"{out}, which the features do not give; features: {', '.join(names) or 'none'}")
+    return out
+
+
+def _parse_strategy(ctx: _Ctx, raw: Any, data: DataConfig, features: Sequence[FeatureSpec]
+                    ) -> tuple[str, Policy, dict[str, Any], list[str], dict[str, float]]:
+    """``(policy name, policy, static options, settable parameter names, fixed parameters)``."""
+    sec = _Section(ctx, raw, "strategy", ("policy", "params", "static"), "the quoting policy")
     if sec.value == {}:
         raise ctx.fail("strategy", f"required: {{policy: <one of {', '.join(POLICIES)}>, params: {{...}}}}")
     name = sec.text("policy", what="the quoting policy", choices=tuple(POLICIES))
     policy = POLICIES[name]
-    return name, policy, _parse_params(ctx, sec.raw("params"), name, policy, n_features)
+    static = _parse_static(ctx, sec.value.get("static"), name, policy, data, features)
+    active = policy.active(static)
+    return name, policy, static, active, _parse_params(ctx, sec.raw("params"), name, policy, active, static)
 
 
 # --- sweep ------------------------------------------------------------------------------------
 
 
-def _swept_name(ctx: _Ctx, key: str, name: str, policy_name: str, names: Sequence[str], fixed: dict,
-                taken: dict[str, str]) -> None:
-    """A swept name must be a parameter of the policy, not fixed, not already swept."""
-    if name not in names:
-        raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{name}'{_hint(name, names)}; "
-                            f"its parameters: {', '.join(names)}")
-    if name in fixed:
+@dataclasses.dataclass(frozen=True)
+class _Scope:
+    """What the sweep may name: the policy, its settable parameters, static options, fixed values."""
+
+    name: str
+    policy: Policy
+    active: tuple[str, ...]
+    static: dict[str, Any]
+    fixed: dict[str, float]
+
+    def unknown(self, ctx: _Ctx, key: str, name: Any, extra: Sequence[str] = ()) -> InputError:
+        return _unknown_param(ctx, key, name, self.name, self.policy, self.active, self.static, extra)
+
+
+def _swept_name(ctx: _Ctx, key: str, name: Any, scope: _Scope, taken: dict[str, str]) -> None:
+    """A swept name must be a settable parameter of the policy, not fixed, not already swept."""
+    if name not in scope.active:
+        raise scope.unknown(ctx, key, name, ("joint", "derived") if key.count(".") == 1 else ())
+    if name in scope.fixed:
         raise ctx.fail(key, f"'{name}' is both fixed (strategy.params.{name}) and swept; keep one")
     if name in taken:
         raise ctx.fail(key, f"'{name}' is already swept at {taken[name]}")
@@ -948,6 +1098,9 @@ def _triple(ctx: _Ctx, key: str, raw: Any, kind: str) -> tuple[float, float, int
     start = sec.number("start", what=unit)
     stop = sec.number("stop", what=unit)
     num = sec.integer("num", what="number of values", low=1)
+    if num > MAX_AXIS_VALUES:
+        raise ctx.fail(sec.k("num"), f"{num:,} values on one axis; at most {MAX_AXIS_VALUES:,} (for finer "
+                                     f"coverage sample the axis with random or sobol)")
     if num == 1 and stop != start:
         raise ctx.fail(sec.k("stop"), f"num 1 gives only start ({start:g}); make stop equal to start, or use "
                                       f"{{list: [{start:g}]}}")
@@ -972,7 +1125,8 @@ def _parse_axis(ctx: _Ctx, key: str, name: str, raw: Any) -> Axis | Sample:
     if kind == "list":
         if not isinstance(args, list) or not args:
             raise ctx.fail(k, f"expected a non-empty list of numbers, got {_show(args)}")
-        values = [_number(ctx, _join(k, i), v, what="parameter units") for i, v in enumerate(args)]
+        # infinities pass here; the parameter's own check decides (e.g. max_position: .inf)
+        values = [_number(ctx, _join(k, i), v, what="parameter units", allow_inf=True) for i, v in enumerate(args)]
         if len(set(values)) != len(values):
             raise ctx.fail(k, "the list repeats a value (each lane would run twice)")
         return Axis(name, "list", tuple(values), tuple(values))
@@ -1064,19 +1218,22 @@ def _order_ties(ctx: _Ctx, ties: dict[str, Tie]) -> tuple[Tie, ...]:
     return tuple(done)
 
 
-def _parse_sweep(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, fixed: dict[str, float],
-                 n_features: int) -> Sweep:
+def _check_lane_count(ctx: _Ctx, blocks: Sequence[Axis | Sample]) -> None:
+    try:
+        grids.check_count([b.size for b in blocks])
+    except InputError as exc:
+        raise ctx.fail("sweep", exc.message) from None
+
+
+def _parse_sweep(ctx: _Ctx, raw: Any, scope: _Scope) -> Sweep:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ctx.fail("sweep", f"expected a mapping of parameter -> axis, got {_show(raw)}")
-    names = policy.names(n_features)
     taken: dict[str, str] = {}  # swept name -> where
 
     def check_name(key: str, name: Any) -> None:
-        if not isinstance(name, str):
-            raise ctx.fail(key, f"a parameter name must be text, got {_show(name)}")
-        _swept_name(ctx, key, name, policy_name, names, fixed, taken)
+        _swept_name(ctx, key, name, scope, taken)
         taken[name] = key
 
     blocks: list[Axis | Sample] = []
@@ -1086,73 +1243,66 @@ def _parse_sweep(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, fixed: d
             continue
         if name == "joint":
             blocks += _parse_joint(ctx, spec, check_name)
-            continue
-        if name not in names:  # say that joint/derived exist too
-            extra = _hint(str(name), list(names) + ["joint", "derived"])
-            raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{name}'{extra}; its parameters: "
-                                f"{', '.join(names)} (and the keys joint, derived)")
-        check_name(key, name)
-        blocks.append(_parse_axis(ctx, key, name, spec))
+        else:
+            check_name(key, name)
+            blocks.append(_parse_axis(ctx, key, name, spec))
+        _check_lane_count(ctx, blocks)  # before generating the next block
 
     # Every swept value must be allowed (samples: both ends of the range) -- errors now, not mid-run.
     swept_values: dict[str, list[float]] = {}
     for block in blocks:
         if isinstance(block, Axis):
             swept_values[block.name] = list(block.values)
-            _check_param(ctx, _join(taken[block.name], block.kind), block.name, policy.spec(block.name),
-                         block.values, n_features, f"{block.kind} ")
+            _check_param(ctx, _join(taken[block.name], block.kind), block.name, scope.policy.params[block.name],
+                         block.values, f"{block.kind} ")
             continue
         for r in block.ranges:
-            spec = policy.spec(r.name)
+            spec = scope.policy.params[r.name]
             if spec.integer:
                 raise ctx.fail(taken[r.name], f"{r.name} takes whole numbers; {block.method} samples are "
                                               f"fractional -- use list or linspace")
             swept_values[r.name] = [r.low, r.high]
-            _check_param(ctx, taken[r.name], r.name, spec, swept_values[r.name], n_features, "sampled ")
+            _check_param(ctx, taken[r.name], r.name, spec, swept_values[r.name], "sampled ")
 
-    derived = _parse_derived(ctx, raw.get("derived"), policy_name, policy, fixed, swept_values, n_features)
-    return Sweep(tuple(blocks), derived)
+    return Sweep(tuple(blocks), _parse_derived(ctx, raw.get("derived"), scope, swept_values))
 
 
-def _parse_derived(ctx: _Ctx, raw: Any, policy_name: str, policy: Policy, fixed: dict[str, float],
-                   swept: dict[str, list[float]], n_features: int) -> tuple[Tie, ...]:
+def _parse_derived(ctx: _Ctx, raw: Any, scope: _Scope, swept: dict[str, list[float]]) -> tuple[Tie, ...]:
     """Ties ``target: expression``; each target's possible values are range-checked now."""
     if raw is None:
         return ()
     if not isinstance(raw, dict):
         raise ctx.fail("sweep.derived", f"expected a mapping target -> expression (e.g. grid_interval: "
                                         f"half_spread), got {_show(raw)}")
-    names = policy.names(n_features)
     ties: dict[str, Tie] = {}
     for target, text in raw.items():
         key = f"sweep.derived.{target}"
-        if not isinstance(target, str) or target not in names:
-            raise ctx.fail(key, f"policy '{policy_name}' has no parameter '{target}'{_hint(str(target), names)}; "
-                                f"its parameters: {', '.join(names)}")
-        if target in fixed:
+        if target not in scope.active:
+            raise scope.unknown(ctx, key, target)
+        if target in scope.fixed:
             raise ctx.fail(key, f"'{target}' is both fixed (strategy.params.{target}) and derived; keep one")
         if target in swept:
             raise ctx.fail(key, f"'{target}' is both swept (sweep.{target}) and derived; keep one")
         tie = _parse_tie(ctx, key, target, text)
-        if tie.source not in names:
-            raise ctx.fail(key, f"'{tie.source}' is not a parameter of policy '{policy_name}'"
-                                f"{_hint(tie.source, names)}; its parameters: {', '.join(names)}")
+        if tie.source not in scope.policy.params:
+            raise ctx.fail(key, f"'{tie.source}' is not a parameter of policy '{scope.name}'"
+                                f"{_hint(tie.source, scope.active)}; its parameters: {', '.join(scope.active)}")
         ties[target] = tie
     ordered = _order_ties(ctx, ties)
 
     # The values a tie can produce: factor times every value its source can take (a linear map,
     # so a sampled range's two ends bound it).
-    values: dict[str, list[float]] = {**swept, **{k: [v] for k, v in fixed.items()}}
+    values: dict[str, list[float]] = {**swept, **{k: [v] for k, v in scope.fixed.items()}}
     for tie in ordered:
         key = f"sweep.derived.{tie.target}"
         base = values.get(tie.source)
         if base is None:
-            default = policy.spec(tie.source).default
+            default = scope.policy.params[tie.source].default
             if default is None:
                 raise ctx.fail(key, f"'{tie.source}' has no value: fix it in strategy.params or sweep it")
             base = [float(default)]
         values[tie.target] = [tie.factor * v for v in base]
-        _check_param(ctx, key, tie.target, policy.spec(tie.target), values[tie.target], n_features, "derived ")
+        _check_param(ctx, key, tie.target, scope.policy.params[tie.target], values[tie.target], "derived ")
     return ordered
 
 
@@ -1195,7 +1345,7 @@ def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
 
 
 def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
-    sec = _Section(ctx, raw, "metrics", ("resample_s", "book_size"), "metric settings")
+    sec = _Section(ctx, raw, "metrics", ("resample_s", "book_size", "trading_days_per_year"), "metric settings")
     resample_s = sec.number("resample_s", 1.0, what="equity resample period, s", low=0, open_low=True)
     rows = resample_s * 1e9 / interval_ns
     if abs(rows - round(rows)) > 1e-9 * max(1.0, rows) or round(rows) < 1:
@@ -1203,7 +1353,9 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
                                             f"({interval_ns / 1e6:g} ms)")
     book = sec.number("book_size", 100_000.0, what="capital for Return and MaxDrawdown, quote currency",
                       low=0, open_low=True)
-    return Metrics(resample_s, book)
+    days = sec.number("trading_days_per_year", 252.0, what="annualisation of SR and Sortino", low=0,
+                      open_low=True)
+    return Metrics(resample_s, book, days)
 
 
 def _parse_run(ctx: _Ctx, raw: Any) -> Run:
@@ -1213,15 +1365,6 @@ def _parse_run(ctx: _Ctx, raw: Any) -> Run:
         dtype=sec.text("dtype", "float32", what="kernel float type", choices=DTYPES),
         out=sec.text("out", "runs", what="folder of run folders, relative to the working directory"),
     )
-
-
-def _check_policy_features(ctx: _Ctx, name: str, policy: Policy, features: Sequence[FeatureSpec]) -> None:
-    kinds = {f.kind for f in features}
-    for kind in policy.needs:
-        if kind not in kinds:
-            raise ctx.fail("features", f"policy '{name}' reads a {kind} feature; add one, e.g. {{kind: {kind}}}")
-    if len(features) < policy.min_features:
-        raise ctx.fail("features", f"policy '{name}' needs at least {policy.min_features} feature(s) to read")
 
 
 def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.PathLike | None = None) -> Experiment:
@@ -1243,17 +1386,15 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
     interval_ms = top.number("interval_ms", 100.0, what="decision interval, ms", low=0, open_low=True)
     interval_ns = _ms_to_ns(ctx, "interval_ms", interval_ms)
     features = _parse_features(ctx, top.raw("features"), data)
-    policy_name, policy, fixed = _parse_strategy(ctx, top.raw("strategy"), len(features))
-    _check_policy_features(ctx, policy_name, policy, features)
-    sweep = _parse_sweep(ctx, top.raw("sweep"), policy_name, policy, fixed, len(features))
+    policy_name, policy, static, active, fixed = _parse_strategy(ctx, top.raw("strategy"), data, features)
+    sweep = _parse_sweep(ctx, top.raw("sweep"), _Scope(policy_name, policy, tuple(active), static, fixed))
     # Fill the defaults of parameters neither fixed, swept nor derived; a required one is an error.
     varied = set(sweep.names) | {t.target for t in sweep.derived}
     params: dict[str, float] = {}
-    for pname in policy.names(len(features)):
+    for pname, spec in policy.params.items():
         if pname in fixed:
             params[pname] = fixed[pname]
         elif pname not in varied:
-            spec = policy.spec(pname)
             if spec.default is None:
                 raise ctx.fail(f"strategy.params.{pname}", f"policy '{policy_name}' needs {pname} ({spec.unit}): "
                                                            f"fix it here, sweep it or derive it")
@@ -1273,7 +1414,7 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         fees=fees,
         fill_model=top.text("fill_model", "cross", what="how resting orders fill", choices=FILL_MODELS),
         features=features,
-        strategy=Strategy(policy_name, params),
+        strategy=Strategy(policy_name, params, static),
         sweep=sweep,
         objective=_parse_objective(ctx, top.raw("objective")),
         constraints=_parse_constraints(ctx, top.raw("constraints")),
@@ -1283,7 +1424,6 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         run=_parse_run(ctx, top.raw("run")),
         source=source,
     )
-    grids.n_lanes(exp)  # refuse a sweep too large to hold, now
     return exp
 
 
@@ -1293,8 +1433,8 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
 
 
 def _num(value: float) -> int | float:
-    """Whole floats as int (cleaner YAML), others as float."""
-    return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
+    """Whole floats as int (cleaner YAML), others (and inf) as float."""
+    return int(value) if math.isfinite(value) and float(value).is_integer() and abs(value) < 2**53 else float(value)
 
 
 def _feature_dict(spec: FeatureSpec) -> dict[str, Any]:
@@ -1350,7 +1490,10 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         "fees": dataclasses.asdict(exp.fees),
         "fill_model": exp.fill_model,
         "features": [_feature_dict(f) for f in exp.features],
-        "strategy": {"policy": exp.strategy.policy, "params": {k: _num(v) for k, v in exp.strategy.params.items()}},
+        "strategy": {"policy": exp.strategy.policy,
+                     "params": {k: _num(v) for k, v in exp.strategy.params.items()
+                                if k in exp.policy.active(exp.strategy.static)},
+                     "static": {k: list(v) if isinstance(v, tuple) else v for k, v in exp.strategy.static.items()}},
         "sweep": _sweep_dict(exp.sweep),
         "objective": dataclasses.asdict(exp.objective),
         "constraints": dataclasses.asdict(exp.constraints),

@@ -81,7 +81,16 @@ class FeatureSpec:
         if unknown:
             raise InputError(f"unknown key(s) {sorted(unknown)} for feature {kind!r}; allowed: "
                              f"{sorted(_PARAMS[kind] | {'instrument'})}", key=f"{where}.{sorted(unknown)[0]}")
-        out = cls(**spec)
+        values = dict(spec)
+        for name in ("lag_s", "window_s", "shift_s"):
+            if name in values:
+                try:  # 1 and 1.0 must give the same feature (and the same frames cache key)
+                    values[name] = float(values[name])
+                except (TypeError, ValueError):
+                    raise InputError(f"{name} must be a number, got {values[name]!r}", key=f"{where}.{name}") from None
+        if "levels" in values and isinstance(values["levels"], float) and values["levels"].is_integer():
+            values["levels"] = int(values["levels"])
+        out = cls(**values)
         for name in ("lag_s", "window_s"):
             if name in _PARAMS[kind] and not getattr(out, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(out, name)}", key=f"{where}.{name}")

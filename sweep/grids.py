@@ -81,7 +81,8 @@ def block_values(block) -> tuple[tuple[str, ...], np.ndarray]:
     return (block.name,), np.asarray(block.values, dtype=np.float64)[:, None]
 
 
-def _check_count(sizes: Sequence[int]) -> int:
+def check_count(sizes: Sequence[int]) -> int:
+    """The product of the block sizes; an InputError beyond :data:`MAX_LANES`."""
     total = math.prod(sizes)
     if total > MAX_LANES:
         raise InputError(f"the sweep has {total:,} lanes (block sizes {' x '.join(map(str, sizes))}); "
@@ -91,7 +92,7 @@ def _check_count(sizes: Sequence[int]) -> int:
 
 def n_lanes(exp: "Experiment") -> int:
     """Number of lanes (the product of the block sizes; 1 when nothing is swept)."""
-    return _check_count([b.size for b in exp.sweep.blocks])
+    return check_count([b.size for b in exp.sweep.blocks])
 
 
 def build_lanes(exp: "Experiment") -> dict[str, np.ndarray]:
@@ -102,7 +103,7 @@ def build_lanes(exp: "Experiment") -> dict[str, np.ndarray]:
     """
     blocks = [block_values(b) for b in exp.sweep.blocks]
     sizes = [vals.shape[0] for _, vals in blocks]
-    total = _check_count(sizes)
+    total = check_count(sizes)
     columns: dict[str, np.ndarray] = {}
     stride = total
     for (names, vals), size in zip(blocks, sizes):
@@ -122,7 +123,7 @@ def lane(exp: "Experiment", i: int) -> dict[str, float]:
     """The parameters of lane ``i`` alone (same values as ``build_lanes(exp)[...][i]``)."""
     blocks = [block_values(b) for b in exp.sweep.blocks]
     sizes = [vals.shape[0] for _, vals in blocks]
-    total = _check_count(sizes)
+    total = check_count(sizes)
     if not 0 <= i < total:
         raise IndexError(f"lane {i} out of range: the sweep has {total} lanes")
     values: dict[str, float] = {k: float(v) for k, v in exp.strategy.params.items()}

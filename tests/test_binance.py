@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from mmsweep.sweep.data import binance
 from mmsweep.sweep.data.binance import read_binance
 from mmsweep.sweep.data.book import NO_ASK, NO_BID, price_to_ticks, replay_book
 from mmsweep.sweep.data.events import BBO, CLEAR, DEPTH, EVENT_DTYPE, SNAPSHOT, TRADE, make_table
@@ -40,10 +41,10 @@ BASE = 1_000_000  # the reader's default base latency (ns)
 EXPECTED = {
     "usdm": dict(messages={"depthUpdate": 6551, "trade": 21313, "bookTicker": 66089, "snapshot": 1},
                  rows={"depth": 443262, "trade": 21313, "clear": 2, "snapshot": 2000, "bbo": 132178},
-                 tick=0.1, lot=0.001, dropped=4, replayed=2),
+                 tick=0.1, lot=0.001, off_lot=0, dropped=4, replayed=2),
     "spot": dict(messages={"depthUpdate": 3451, "trade": 9757, "bookTicker": 28040, "snapshot": 1},
                  rows={"depth": 124073, "trade": 9757, "clear": 2, "snapshot": 2000, "bbo": 56080},
-                 tick=0.01, lot=0.00001, dropped=2, replayed=1),
+                 tick=0.01, lot=0.00001, off_lot=3, dropped=2, replayed=1),
 }
 # Share of a 100 ms local-time grid where the latest bookTicker equals the rebuilt best bid/ask
 # (measured 0.9586 usdm, 0.9461 spot; hftbacktest's own book gives the same within 0.1 %).
@@ -133,6 +134,7 @@ def test_real_capture_counts_and_clock(cap):
     assert ev.instrument.symbol == "BTCUSDT"
     assert (ev.instrument.tick_size, ev.instrument.lot_size) == (exp["tick"], exp["lot"])
     assert meta["tick_size_inferred"] and meta["lot_size_inferred"]
+    assert meta["qty_off_lot"] == exp["off_lot"]  # spot: 3 deep levels with legacy 1e-6 BTC sizes
     assert meta["skipped"] == {} and meta["gaps"] == [] and meta["stale_diffs_dropped"] == 0
     assert meta["dropped_before_snapshot"] == exp["dropped"]
     assert meta["replayed_buffered_diffs"] == exp["replayed"]
@@ -160,6 +162,15 @@ def test_trades_match_hftbacktest(cap):
     # hftbacktest corrects with base latency 0; the usdm difference is larger than our 1 ms because
     # we also take futures bookTicker latencies (which hftbacktest drops) into the minimum.
     assert BASE <= delta[0] < BASE + 1_000_000
+
+
+def test_chunked_reading_gives_the_same_events(cap, monkeypatch):
+    """The file is parsed in chunks of text; chunk boundaries must not matter (incl. the
+    buffered diffs that are re-applied after the snapshot, which sits in a later chunk here)."""
+    monkeypatch.setattr(binance, "_CHUNK_BYTES", 1 << 12 if cap.market == "spot" else 1 << 16)
+    chunked = read_binance(cap.path)
+    _assert_table(chunked.table, cap.ev.table)
+    assert chunked.meta == cap.ev.meta and chunked.instrument == cap.ev.instrument
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,8 +210,11 @@ def test_book_matches_hftbacktest_local_clock(cap):
     same = _books_equal(a, b)
     # The documented difference: diffs received before the snapshot reply but newer than it.  We
     # apply them on top of the snapshot at its receive time; hftbacktest applied them before it,
-    # so the snapshot wiped them and its local book keeps the snapshot's stale sizes at those
-    # levels until they change again (one sample for usdm, ~88 s of top-20 levels for spot).
+    # so the snapshot wiped them and its local book keeps the snapshot's stale values at those
+    # levels until they change again.  usdm: only the sample at the snapshot instant differs.
+    # spot: 297 of 2000 samples over 88 s: the buffered diff (line 6) deletes bid 61820.99, which
+    # the older snapshot (line 8) still lists; hftbacktest's local book keeps that phantom bid in
+    # its top 20 until the price falls through it (and its replay deletes it as crossed).
     assert not same[0]
     replayed = t[(t["kind"] == DEPTH) & (t["local_ts"] == snap_local)]
     assert len(replayed) > 0
@@ -235,7 +249,8 @@ def test_book_agrees_with_bookticker(cap):
     assert np.all(np.searchsorted(raw.t_u[by_id], u, side="right") > 0) and len(j) > 1000
     book = replay_book(t, tick, lot, clock="local", sample_ts=when, n_levels=1)
     price_ok = (book.bid_ticks[:, 0] == t_bid[j]) & (book.ask_ticks[:, 0] == t_ask[j])
-    qty_ok = (np.abs(book.bid_qty[:, 0] - raw.t_bid_qty[j]) < lot / 2) & (np.abs(book.ask_qty[:, 0] - raw.t_ask_qty[j]) < lot / 2)
+    qty_ok = ((np.abs(book.bid_qty[:, 0] - raw.t_bid_qty[j]) < lot / 2)
+              & (np.abs(book.ask_qty[:, 0] - raw.t_ask_qty[j]) < lot / 2))
     assert (price_ok & qty_ok).all(), f"{(~(price_ok & qty_ok)).sum()} of {len(j)} diffs disagree"
 
     # (b) By time, what a bot sees: every 100 ms, our local book vs the latest bookTicker received.
@@ -467,6 +482,20 @@ def test_bad_prices(tmp_path, bad, match):
     _raises_at(_write(tmp_path, lines), 4, match)
 
 
+def test_first_bad_line_is_named(tmp_path, monkeypatch):
+    """A bad price is found when its chunk's levels are converted; a later bad line must not win."""
+    lines = _fut_lines()
+    lines[3] = lines[3].replace('"p":"100.2"', '"p":"NaN"')
+    lines[5] = lines[5][:-3]
+    path = _write(tmp_path, lines)
+    _raises_at(path, 4, "price must be finite")
+    monkeypatch.setattr(binance, "_CHUNK_BYTES", 64)  # about a line per chunk
+    _raises_at(path, 4, "price must be finite")
+    lines[3] = _fut_lines()[3]
+    _raises_at(_write(tmp_path, lines), 6, "bad JSON")
+    assert len(read_binance(_write(tmp_path, _fut_lines()))) == 14
+
+
 def test_bad_fields(tmp_path):
     lines = _fut_lines()
     lines[3] = lines[3].replace('"q":"0.5",', "")
@@ -539,7 +568,8 @@ def test_crossed_snapshot(tmp_path):
 def test_market_and_symbol_checks(tmp_path):
     path = _write(tmp_path, _fut_lines())
     _raises_at(path, 1, "is a usdm message but the capture is spot", market="spot")
-    lines = _fut_lines() + [_line(_local(1300, 3), _fut_trade(1300, "3000.0", "1.0", True)).replace("BTCUSDT", "ETHUSDT")]
+    eth = _line(_local(1300, 3), _fut_trade(1300, "3000.0", "1.0", True)).replace("BTCUSDT", "ETHUSDT")
+    lines = _fut_lines() + [eth]
     path = _write(tmp_path, lines)
     _raises_at(path, 7, "more than one symbol")
     ev = read_binance(path, symbol="btcusdt")

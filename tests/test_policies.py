@@ -28,7 +28,7 @@ CASES = {
     "fair_value": ({}, dict(beta=0.5, relative_half_spread_bps=1.0, relative_skew_bps=0.5,
                             order_notional=1000.0, max_notional=20000.0, n_levels=2,
                             grid_interval_bps=0.05)),
-    "avellaneda_stoikov": ({}, dict(gamma=0.01, k=0.5, horizon_s=4.0, eta=0.3, order_qty=0.01,
+    "avellaneda_stoikov": ({}, dict(gamma=0.01, k=0.5, horizon_s=4.0, eta=0.1, order_qty=0.01,
                                     n_levels=2, grid_step=2.0)),
     "linear_alpha": ({"features": ["imbalance_5", "spot.rolling_return_300s"]},
                      dict(coef_0=0.2, coef_1=2000.0, risk_aversion=0.5, half_spread=4.0,
@@ -178,7 +178,7 @@ def test_no_skew_no_position_is_symmetric_around_mid(name):
 def test_inventory_moves_both_quotes_against_it(name, sign):
     o = obs(-1.0, 1.0)
     flat = np_quote(name, with_params(name), o, position=0.0)
-    held = np_quote(name, with_params(name), o, position=sign * 0.03)
+    held = np_quote(name, with_params(name), o, position=sign * 0.1)
     if sign > 0:
         assert held.bid_top < flat.bid_top and held.ask_top < flat.ask_top
     else:
@@ -232,10 +232,10 @@ def test_avellaneda_stoikov_matches_hand_computation():
     gamma, k, vol, horizon = 0.01, 0.5, 1e-5, 4.0
     sigma = vol * MID_PX / TICK * math.sqrt(horizon)  # 12 ticks
     assert sigma == pytest.approx(12.0)
-    delta = gamma * sigma ** 2 + 2 / gamma * math.log(1 + gamma / k)  # 1.44 + 3.9605...
+    delta = gamma * sigma ** 2 + 2 / gamma * math.log(1 + gamma / k)  # 1.44 + 200 ln 1.02 = 1.44 + 3.96052546
     r = 0.0 - 1.0 * gamma * sigma ** 2  # one order long
     got_r, got_delta = AS.reservation_and_spread(0.0, 1.0, gamma, 144.0, k, np)
-    assert got_r == pytest.approx(-1.44, abs=1e-12) and got_delta == pytest.approx(5.40052649, abs=1e-8)
+    assert got_r == pytest.approx(-1.44, abs=1e-12) and got_delta == pytest.approx(5.40052546, abs=1e-8)
     p = dict(gamma=gamma, k=k, horizon_s=horizon, eta=0.5, order_qty=0.01)
     q = np_quote("avellaneda_stoikov", p, obs(realized_vol_60s=vol), position=0.01)
     assert q.bid_top == math.floor(r - delta / 2) == -5

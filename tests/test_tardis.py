@@ -272,7 +272,8 @@ def test_multi_symbol_needs_symbol_and_keeps_file_lines(tmp_path):
 
 
 def test_local_before_exch_clamped_with_warning(tmp_path):
-    p = write(tmp_path, "t.csv", TRADES_HDR, [f"x,S,{T0 + 50},{T0 + 10},1,buy,100,1", f"x,S,{T0},{T0 + 20},2,buy,100,1"])
+    p = write(tmp_path, "t.csv", TRADES_HDR,
+              [f"x,S,{T0 + 50},{T0 + 10},1,buy,100,1", f"x,S,{T0},{T0 + 20},2,buy,100,1"])
     with pytest.warns(UserWarning, match="1 row"):
         ev = read_tardis(p)
     expect(ev.table, [(T0 + 10, T0 + 10, TRADE, 1, 100, 1), (T0, T0 + 20, TRADE, 1, 100, 1)])
@@ -287,8 +288,8 @@ def test_malformed_corpus(tmp_path):
     raises("lacks column", write(tmp_path, "nocol.csv", "exchange,symbol,timestamp,local_timestamp,id,side,amount",
                                  [f"x,S,{T0},{T0},1,buy,1"]), line=1)
     raises("unrecognized Tardis CSV header", write(tmp_path, "weird.csv", "a,b,c", ["1,2,3"]), line=1)
-    raises("bad number 'abc' in column 'price'", write(tmp_path, "num.csv", TRADES_HDR, [ok, ok, f"x,S,{T0},{T0 + 1},1,buy,abc,1"]),
-           line=4)
+    raises("bad number 'abc' in column 'price'",
+           write(tmp_path, "num.csv", TRADES_HDR, [ok, ok, f"x,S,{T0},{T0 + 1},1,buy,abc,1"]), line=4)
     raises("bad number", write(tmp_path, "ts.csv", TRADES_HDR, [ok, f"x,S,{T0}.5,{T0 + 1},1,buy,1,1"]), line=3)
     raises("finite positive", write(tmp_path, "nan.csv", TRADES_HDR, [ok, f"x,S,{T0},{T0 + 1},1,buy,NaN,1"]), line=3)
     raises("finite positive", write(tmp_path, "neg.csv", L2_HDR, [f"x,S,{T0},{T0},false,bid,-5,1"]), line=2)
@@ -300,15 +301,18 @@ def test_malformed_corpus(tmp_path):
     raises("no data rows", write(tmp_path, "hdronly.csv", TRADES_HDR, []), line=2)
     raises("has 7 fields", write(tmp_path, "ragged.csv", TRADES_HDR, [ok, "x,S,1,2,3,buy,100"]), line=3)
     raises("cut short", write_raw(tmp_path, "cut.csv", (TRADES_HDR + "\n" + ok + "\nx,S,16000").encode()), line=3)
-    raises("trade side must be", write(tmp_path, "side.csv", TRADES_HDR, [ok, f"x,S,{T0},{T0 + 1},1,bid,100,1"]), line=3)
+    raises("trade side must be", write(tmp_path, "side.csv", TRADES_HDR, [ok, f"x,S,{T0},{T0 + 1},1,bid,100,1"]),
+           line=3)
     raises("book side must be", write(tmp_path, "l2side.csv", L2_HDR, [f"x,S,{T0},{T0},false,up,5,1"]), line=2)
     raises("is_snapshot", write(tmp_path, "snapflag.csv", L2_HDR, [f"x,S,{T0},{T0},maybe,bid,5,1"]), line=2)
     raises("microseconds", write(tmp_path, "ms.csv", TRADES_HDR, [ok, f"x,S,{T0 // 1000},{T0 // 1000},1,buy,1,1"]),
            line=3)
     raises("not a multiple of tick_size 0.5",
-           write(tmp_path, "tick.csv", TRADES_HDR, [ok, ok, f"x,S,{T0},{T0 + 1},1,buy,100.25,1"]), line=4, tick_size=0.5)
+           write(tmp_path, "tick.csv", TRADES_HDR, [ok, ok, f"x,S,{T0},{T0 + 1},1,buy,100.25,1"]), line=4,
+           tick_size=0.5)
     raises("liquidations", write(tmp_path, "x_liquidations.csv", TRADES_HDR, [ok]), line=1)
-    options_hdr = "exchange,symbol,timestamp,local_timestamp,type,strike_price,bid_price,bid_amount,ask_price,ask_amount"
+    options_hdr = ("exchange,symbol,timestamp,local_timestamp,type,strike_price,bid_price,bid_amount,"
+                   "ask_price,ask_amount")
     raises("options_chain", write(tmp_path, "oc.csv", options_hdr, [f"x,S,{T0},{T0},put,1,1,1,1,1"]), line=1)
     with pytest.raises(InputError, match="file not found"):
         read_tardis(tmp_path / "missing.csv")

@@ -79,15 +79,20 @@ def mid_ticks(obs: Observation):
     return (obs.bid + obs.ask) * 0.5
 
 
+def base_price(market: Market) -> float:
+    """Price of rel tick 0 (a static Python float, so a huge base_tick never meets int32)."""
+    return float(market.base_tick) * market.tick_size
+
+
 def mid_price(obs: Observation, market: Market):
     """Local mid, price units."""
-    return (mid_ticks(obs) + market.base_tick) * market.tick_size
+    return base_price(market) + mid_ticks(obs) * market.tick_size
 
 
 def price_to_rel_ticks(price, market: Market):
     """Rel ticks (float) of an absolute price.  Subtracting the base *price* first keeps float32
-    lanes accurate (the base price is a static Python float)."""
-    return (price - market.base_tick * market.tick_size) / market.tick_size
+    lanes accurate."""
+    return (price - base_price(market)) / market.tick_size
 
 
 def ticks_per_bps(price, market: Market):

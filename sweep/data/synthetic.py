@@ -50,9 +50,10 @@ loop uses its own xoshiro256** generator with explicit state), so the same confi
 bit-identical output, whatever the machine's thread count; a shorter run is a prefix of a longer
 one with the same seed.
 
-Speed: the event loop is numba-compiled, writes rows straight into the output records in
-pieces of ``_PIECE_ROWS`` rows, and runs the instruments in parallel threads (the loop releases
-the GIL).  ``bench/synth.py`` measures a full day.
+Speed: the event loop is numba-compiled, writes rows straight into the output records (one
+allocation sized by a generous bound, shrunk in place afterwards; untouched pages cost nothing),
+and runs the instruments in parallel threads (the loop releases the GIL).  ``bench/synth.py``
+measures a full day.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ GENERATOR_VERSION = "mmsweep-synthetic-v1"
 
 _NEVER = np.iinfo(np.int64).max  # "no event scheduled"
 _CLEAR_TICK = np.iinfo(np.int64).min  # tick placeholder of CLEAR rows (written as price NaN)
-_PIECE_ROWS = 1 << 22  # rows per output piece (~176 MB); bounds memory beyond the result itself
+_PIECE_ROWS = 1 << 22  # rows of each extra output piece (~176 MB) if the first allocation runs out
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,24 +185,24 @@ class SynthInstrument:
 
 FUTURES = SynthInstrument(
     name="futures", venue="synthetic-usdm", tick_size=0.1, lot_size=0.001, lagged=True, depth_levels=20,
-    touch_qty=1.0, trades_per_s=60.0, trade_size_min=0.005, trade_size_alpha=1.5,
-    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=400.0,
+    touch_qty=1.0, trades_per_s=65.0, trade_size_min=0.005, trade_size_alpha=1.5,
+    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=500.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.8,
 )
 """BTCUSDT USD-M-like futures (tick 0.1, lot 0.001), the follower by default.
 
-Its trade rate matches the real capture (~62 trade rows/s); the two churn rates are chosen so that
-book rows/s and top-of-book updates/s are at least those of the real capture (1,353 depth rows/s,
-192 bookTicker updates/s; see bench/synth.py)."""
+Its trade rate is a little above the real capture's (62.3 trade rows/s); the two churn rates are
+chosen so that book rows/s and top-of-book updates/s are at least those of the real capture
+(1,353 depth rows/s, 192 bookTicker updates/s; see bench/synth.py)."""
 
 SPOT = SynthInstrument(
     name="spot", venue="synthetic-spot", tick_size=0.01, lot_size=0.00001, lagged=False, depth_levels=10,
-    touch_qty=0.5, trades_per_s=30.0, trade_size_min=0.0003, trade_size_alpha=2.0,
+    touch_qty=0.5, trades_per_s=36.0, trade_size_min=0.0003, trade_size_alpha=2.0,
     touch_noise_per_s=60.0, depth_noise_per_s=100.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.6,
 )
-"""BTCUSDT-like spot (tick 0.01, lot 0.00001), the leader by default (~30 trade rows/s as in the
-real capture).  Fewer levels than futures: with a 0.01 tick a re-quote moves the book by tens of
+"""BTCUSDT-like spot (tick 0.01, lot 0.00001), the leader by default (36 trade rows/s; the real
+capture has 34.5).  Fewer levels than futures: with a 0.01 tick a re-quote moves the book by tens of
 ticks, rewriting every level, so the level count sets the row rate."""
 
 
@@ -289,7 +290,8 @@ class LatentPath:
             so that a lagged instrument has a path to look back on.
         step_ns: grid step (ns).
         log_price: ``X`` at each grid point (0 at the origin; the start's value is not 0).
-        var_mult: latent variance over its mean at each grid step (mean 1); scales trade arrivals.
+        var_mult: latent variance over its mean at each grid step (mean exactly 1 over
+            ``[start, end)``); scales the diffusion and the trade arrivals.
     """
 
     origin_ns: int
@@ -334,6 +336,11 @@ def latent_path(config: SynthConfig, streams: list[np.random.SeedSequence] | Non
     v = _ou_path(g_slow.standard_normal(n), config.sv_slow_std, _halflife_phi(config.sv_slow_halflife_s, step_s))
     v += _ou_path(g_fast.standard_normal(n), config.sv_fast_std, _halflife_phi(config.sv_fast_halflife_s, step_s))
     var_mult = np.exp(2.0 * v)
+    # Normalise over the generated span so that volatility_annual and trades_per_s are the
+    # realised means of this run, not just expectations (a slow factor with an hour's half-life
+    # would otherwise move a day's trade count by tens of percent from seed to seed).
+    span = slice(n_pre, n_pre + max(-(-config.duration_ns // step_ns), 1))
+    var_mult /= var_mult[span].mean()
     sigma2 = (config.volatility_annual**2 / SECONDS_PER_YEAR) * step_s * var_mult  # variance per step
     dx = np.sqrt(sigma2) * g_diff.standard_normal(n) - 0.5 * sigma2  # -s2/2: the price is a martingale
     u = g_jump.random(n)
@@ -437,13 +444,28 @@ def _uniform(s: np.ndarray) -> float:
     return (float(_next_u64(s) >> _U64_11) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@numba.njit(cache=True)
+_SPARE_SCALE = float(2**52)
+
+
+@numba.njit(cache=True, inline="always")
 def _normal(s: np.ndarray) -> float:
-    """Standard normal (Box-Muller, one of the pair)."""
-    return math.sqrt(-2.0 * math.log(_uniform(s))) * math.cos(2.0 * math.pi * _uniform(s))
+    """Standard normal (Box-Muller).
+
+    Each transform gives two normals; the second is kept in the generator state (``s[4]`` flags
+    it, ``s[5]`` holds it as a fixed-point integer in units of 2**-52, exact enough for any
+    normal this transform can produce, |z| < 9) so the next call costs no transcendental.
+    """
+    if s[4] != 0:
+        s[4] = np.uint64(0)
+        return float(np.int64(s[5])) / _SPARE_SCALE
+    r = math.sqrt(-2.0 * math.log(_uniform(s)))
+    angle = 2.0 * math.pi * _uniform(s)
+    s[5] = np.uint64(np.int64(round(r * math.sin(angle) * _SPARE_SCALE)))
+    s[4] = np.uint64(1)
+    return r * math.cos(angle)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _wait_ns(s: np.ndarray, rate_per_s: float) -> int:
     """Exponential waiting time (ns) of a Poisson process with this rate; 'never' if rate is 0."""
     if rate_per_s <= 0.0:
@@ -451,7 +473,7 @@ def _wait_ns(s: np.ndarray, rate_per_s: float) -> int:
     return int(-math.log(_uniform(s)) / rate_per_s * 1e9)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level_lots(p: _Params, s: np.ndarray, k: int) -> int:
     """A fresh size (lots, >= 1) for the level k ticks from the touch: rising profile, lognormal noise."""
     mean = p.touch_lots * (1.0 + p.growth * k)
@@ -459,7 +481,7 @@ def _level_lots(p: _Params, s: np.ndarray, k: int) -> int:
     return max(1, int(lots + 0.5))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _fair_ticks(p: _Params, xg: np.ndarray, origin: int, step: int, t: int) -> float:
     """The instrument's fair price (fractional ticks) at exchange time t (ns): latent path, lagged."""
     u = t - p.lag_ns - origin
@@ -468,7 +490,7 @@ def _fair_ticks(p: _Params, xg: np.ndarray, origin: int, step: int, t: int) -> f
     return p.fair_scale * math.exp(xg[i] + frac * (xg[i + 1] - xg[i]))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _message_local_ts(p: _Params, si: np.ndarray, s: np.ndarray, t: int) -> int:
     """Receive time of a message sent at t: base + lognormal jitter, in order (no overtaking)."""
     latency = p.lat_base_ns
@@ -482,7 +504,7 @@ def _message_local_ts(p: _Params, si: np.ndarray, s: np.ndarray, t: int) -> int:
     return local
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _put(out, pos: int, p: _Params, exch: int, local: int, kind: int, side: int, tick: int, lots: int) -> int:
     """Write one row (integer tick and lots converted to float price and qty); returns pos + 1."""
     out[pos]["exch_ts"] = exch
@@ -498,7 +520,7 @@ def _put(out, pos: int, p: _Params, exch: int, local: int, kind: int, side: int,
     return pos + 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _after_message(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.ndarray, exch: int,
                    local: int) -> int:
     """Count top-of-book changes of the message just written and, if asked, write BBO rows."""
@@ -844,8 +866,9 @@ def _params(config: SynthConfig, inst: SynthInstrument) -> _Params:
 def _initial_state(config: SynthConfig, p: _Params, path: LatentPath, seed: np.random.SeedSequence):
     si = np.zeros(_N_INT_STATE, np.int64)
     sf = np.zeros(_N_FLOAT_STATE, np.float64)
-    rng = seed.generate_state(4, np.uint64)
-    if not rng.any():  # xoshiro's one forbidden state
+    rng = np.zeros(6, np.uint64)  # xoshiro256** state [0:4], spare normal [4:6] (see _normal)
+    rng[:4] = seed.generate_state(4, np.uint64)
+    if not rng[:4].any():  # xoshiro's one forbidden state
         rng[0] = 1
     start = config.start_ns
     si[_S_STEP] = (start - path.origin_ns) // path.step_ns
@@ -864,6 +887,26 @@ def _initial_state(config: SynthConfig, p: _Params, path: LatentPath, seed: np.r
     si[_S_NEXT_DEEP] = start + _wait_ns(rng, p.depth_noise_rate)
     si[_S_NEXT_REFILL] = _NEVER
     return si, sf, np.zeros(p.levels, np.int64), np.zeros(p.levels, np.int64), rng
+
+
+def _row_capacity(config: SynthConfig, inst: SynthInstrument) -> int:
+    """Rows to reserve: a generous bound on the expected count (never-touched pages cost nothing).
+
+    Per second: a re-quote writes at most 4 levels' worth per level moved (``4 * levels + 2``),
+    an order about two rows per level it walks (six is ample on average), a churn or refill
+    event one or two; BBO rows at most two per message.  Capped at a quarter of the physical
+    memory; if a (very bursty) run still outgrows it, the loop continues into extra pieces.
+    """
+    n = inst.depth_levels
+    messages = inst.requote_per_s + inst.trades_per_s + inst.touch_noise_per_s + inst.depth_noise_per_s + 50.0
+    per_s = inst.requote_per_s * (4 * n + 2) + 6.0 * inst.trades_per_s + inst.touch_noise_per_s
+    per_s += inst.depth_noise_per_s + 100.0 + (2.0 * messages if config.emit_bbo else 0.0)
+    rows = int(per_s * config.duration_ns / NS_PER_S) + 8 * n + 1024
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 << 30
+    return max(min(rows, memory // 4 // EVENT_DTYPE.itemsize), _PIECE_ROWS // 16)
 
 
 def _join(pieces: list[np.ndarray]) -> np.ndarray:
@@ -895,12 +938,16 @@ def _generate_instrument(config: SynthConfig, inst: SynthInstrument, path: Laten
     si, sf, bq, aq, rng = _initial_state(config, p, path, seed)
     pieces = []
     finished = False
+    rows = _row_capacity(config, inst)  # one piece, normally: the result is written in place
     while not finished:
-        out = np.empty(_PIECE_ROWS, EVENT_DTYPE)
+        out = np.empty(rows, EVENT_DTYPE)
         pos, finished = _advance(p, si, sf, bq, aq, rng, path.log_price, path.var_mult, path.origin_ns,
                                  path.step_ns, config.end_ns, out, 0)
-        pieces.append(out[:pos] if pos == len(out) else out[:pos].copy())
+        # Shrink in place (realloc; no copy for large blocks) rather than copying out a slice.
+        out.resize(pos, refcheck=False)
+        pieces.append(out)
         del out
+        rows = _PIECE_ROWS
     table = _join(pieces)
     # The loop emits in exchange order and delivers in order, so this is already sorted; the
     # check keeps the contract (sort_events order) explicit if the feed model ever changes.

@@ -1,0 +1,287 @@
+"""``mmsweep run``: an experiment's lanes through the kernel, chunk by chunk, into a run folder.
+
+Run folder layout::
+
+    <out>/<name>/
+        config.json      the resolved experiment (and its hash: --resume refuses another config)
+        manifest.json    data sources, frames cache key and build facts, versions, devices, timings
+        chunks/          one parquet per finished chunk, written atomically (the checkpoint)
+        results.parquet  every lane: parameters, train_* and test_* metrics, rank
+
+An interrupted run keeps every finished chunk; ``--resume`` computes only the missing ones, so
+nothing is lost or repeated, and the final table is identical to an uninterrupted run's.
+The train and test parts are backtested separately, each starting flat (no position, no cash).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InputError
+
+#: kernel metric -> results column (the names experiments use for objective/constraints)
+METRIC_COLUMNS = {
+    "SR": "SR", "Sortino": "Sortino", "Return": "Return", "MaxDrawdown": "MaxDrawdown",
+    "ReturnOverMDD": "ReturnOverMDD", "ReturnOverTrade": "ReturnOverTrade",
+    "DailyNumberOfTrades": "DailyNumberOfTrades", "DailyTurnover": "DailyTurnover",
+    "max_position_value": "MaxPositionValue", "pnl": "PnL", "fees": "Fees", "trades": "NumberOfTrades",
+    "turnover": "TradingValue", "max_abs_position": "MaxAbsPosition", "rejections": "Rejections",
+    "final_position": "FinalPosition",
+}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a sweep needs, built once: frames, kernel config, the lanes."""
+
+    experiment: Any
+    frames: Any
+    config: Any
+    parts: dict[str, Any]  # "train"/"test" -> device rows
+    lanes: dict[str, np.ndarray]
+    interval_s: float
+    manifest: dict[str, Any]
+
+
+def experiment_hash(exp) -> str:
+    return hashlib.sha256(json.dumps(exp.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _split_rows(frames, split) -> int:
+    n = len(frames)
+    if split.train_end_ms is not None:
+        cut = int(np.searchsorted(frames["local_ts"], split.train_end_ms * 1_000_000, side="left"))
+    else:
+        cut = int(math.floor(n * (split.train_fraction if split.train_fraction is not None else 1.0)))
+    if cut < 2:
+        raise InputError(f"the train part has {cut} rows; move the split later", key="split")
+    return cut
+
+
+def _slice_rows(rows: dict, lo: int, hi: int) -> dict:
+    import jax.numpy as jnp
+
+    out = {k: v[lo:hi] for k, v in rows.items()}
+    out["index"] = jnp.arange(hi - lo, dtype=jnp.int32)  # each part's own row clock
+    return out
+
+
+def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
+    """Load or generate the market, build the frames (cached), bind the policy, make the lanes."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..kernels.policies import bind, required_features
+    from ..kernels.policies.base import Market
+    from ..kernels.scan import KernelConfig, rebase_frames
+    from .frames import build_frames
+    from .grids import build_lanes
+
+    t0 = time.perf_counter()
+    quoted, signals = exp.data.load()
+    log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events) + {len(signals)} signal instrument(s) "
+        f"[{time.perf_counter() - t0:.1f} s]")
+    t1 = time.perf_counter()
+    spec = exp.frame_spec()
+    frames = build_frames(quoted, spec, signals=signals)
+    log(f"frames: {len(frames):,} rows ({'cache hit' if frames.meta['cache_hit'] else 'built'}) "
+        f"[{time.perf_counter() - t1:.1f} s]")
+    static = dict(exp.strategy.static) if getattr(exp.strategy, "static", None) else None
+    missing = set(required_features(exp.strategy.policy, static)) - set(frames.feature_names)
+    if missing:
+        raise InputError(f"policy {exp.strategy.policy!r} needs feature(s) {sorted(missing)}; add them under "
+                         "'features'", key="features")
+    interval_s = spec.interval_ns / 1e9
+    dtype = jnp.float64 if exp.run.dtype == "float64" else jnp.float32
+    if dtype == jnp.float64:
+        jax.config.update("jax_enable_x64", True)
+    inst = frames.instrument
+    lanes = build_lanes(exp)
+    # Array shapes are static: the widest grid any lane asks for.
+    max_levels = int(np.ceil(np.max(lanes["n_levels"]))) if "n_levels" in lanes else 1
+    base_tick = int(np.median(frames["bid"]))
+    market = Market(inst.tick_size, inst.lot_size, base_tick, tuple(frames.feature_names), interval_s,
+                    max_levels)
+    resample_every = max(1, int(round(exp.metrics.resample_s / interval_s)))
+    config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
+                          inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, resample_every, dtype)
+    rows = rebase_frames(frames, base_tick, dtype)
+    cut = _split_rows(frames, exp.split)
+    parts = {"train": _slice_rows(rows, 0, cut)}
+    if cut < len(frames) - 1:
+        parts["test"] = _slice_rows(rows, cut, len(frames))
+    manifest = {
+        "experiment_hash": experiment_hash(exp),
+        "data": {"quoted": quoted.source, "signals": {k: v.source for k, v in signals.items()},
+                 "instrument": dataclasses.asdict(inst), "reader_meta": _jsonable(quoted.meta)},
+        "frames": {"cache_key": frames.meta.get("cache_key"), "rows": len(frames), "train_rows": cut,
+                   "meta": _jsonable(frames.meta), "feature_names": frames.feature_names},
+        "versions": _versions(),
+        "devices": [str(d) for d in jax.devices()],
+        "host": platform.node(),
+    }
+    return Prepared(exp, frames, config, parts, lanes, interval_s, manifest)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("mmsweep", "jax", "jaxlib", "numpy", "numba", "polars"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "?"
+    return out
+
+
+def _sharding(n_devices: int):
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if n_devices <= 1:
+        return None
+    return NamedSharding(Mesh(np.array(jax.devices()), ("lanes",)), PartitionSpec("lanes"))
+
+
+def run_chunk(prep: Prepared, lo: int, hi: int) -> "Any":
+    """Backtest lanes ``[lo, hi)`` on every part; a polars DataFrame, one row per lane."""
+    import jax
+    import polars as pl
+
+    from ..kernels.scan import run_lanes
+
+    n_dev = len(jax.devices())
+    n = hi - lo
+    padded = -(-n // n_dev) * n_dev  # shards need equal sizes; pad with copies of the last lane
+    params = {}
+    sharding = _sharding(n_dev)
+    for k, v in prep.lanes.items():
+        chunk = np.asarray(v[lo:hi], np.float64)
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - n)])
+        arr = np.asarray(chunk, np.float32 if prep.config.dtype.__name__ == "float32" else np.float64)
+        params[k] = jax.device_put(arr, sharding) if sharding is not None else arr
+    table: dict[str, Any] = {"lane": np.arange(lo, hi, dtype=np.int64)}
+    table.update({k: np.asarray(v[lo:hi]) for k, v in prep.lanes.items()})
+    em = prep.experiment.metrics
+    for part, rows in prep.parts.items():
+        out = run_lanes(params, rows, prep.config, interval_s=prep.interval_s, book_size=em.book_size)
+        for key, column in METRIC_COLUMNS.items():
+            table[f"{part}_{column}"] = np.asarray(out[key], np.float64)[:n]
+    return pl.DataFrame(table)
+
+
+def rank(results, exp) -> "Any":
+    """Add ``feasible`` (constraints met on train) and ``rank`` (1 = best train objective)."""
+    import polars as pl
+
+    metric = f"train_{exp.objective.metric}"
+    feasible = pl.col(metric).is_not_nan() & pl.col(metric).is_finite()
+    if exp.constraints.min_trades is not None:
+        feasible &= pl.col("train_NumberOfTrades") >= exp.constraints.min_trades
+    if exp.constraints.max_drawdown is not None:
+        feasible &= pl.col("train_MaxDrawdown") <= exp.constraints.max_drawdown
+    results = results.with_columns(feasible.alias("feasible"))
+    key = pl.when(pl.col("feasible")).then(pl.col(metric) * (1 if exp.objective.maximize else -1)).otherwise(None)
+    results = results.with_columns(key.rank(method="ordinal", descending=True).alias("rank"))
+    return results.sort(["rank", "lane"], nulls_last=True)
+
+
+def _write_atomic_parquet(df, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.partial")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def run_experiment(exp, *, out_root: str | os.PathLike | None = None, resume: bool = False,
+                   log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
+                   max_chunks: int | None = None) -> Path:
+    """Run (or resume) ``exp``; returns the run folder.  ``max_chunks`` stops early (for tests)."""
+    import polars as pl
+
+    from .grids import n_lanes
+
+    progress = progress or log
+    run_dir = Path(out_root if out_root is not None else exp.run.out) / exp.name
+    chunk_dir = run_dir / "chunks"
+    config_path = run_dir / "config.json"
+    digest = experiment_hash(exp)
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if not resume:
+            raise InputError(f"run folder {run_dir} exists; pass --resume to continue it or choose another name/out",
+                             source=str(run_dir))
+        if previous.get("hash") != digest:
+            raise InputError("the experiment changed since this run started (config hash differs); "
+                             "start a new run", source=str(config_path))
+    total = n_lanes(exp)
+    chunk = int(exp.run.chunk_lanes)
+    n_chunks = -(-total // chunk)
+    done = {int(p.stem.split("_")[1]) for p in chunk_dir.glob("chunk_*.parquet")} if chunk_dir.exists() else set()
+    log(f"{exp.name}: {total:,} lanes in {n_chunks} chunk(s) of {chunk:,}"
+        + (f"; resuming, {len(done)} chunk(s) already done" if done else ""))
+    prep = prepare(exp, log=log)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps({"hash": digest, "experiment": exp.to_dict()}, indent=2, default=str))
+    started = time.perf_counter()
+    computed = 0
+    timings = []
+    for i in range(n_chunks):
+        if i in done:
+            continue
+        if max_chunks is not None and computed >= max_chunks:
+            log(f"stopped after {computed} chunk(s) (max_chunks)")
+            return run_dir
+        lo, hi = i * chunk, min(total, (i + 1) * chunk)
+        t = time.perf_counter()
+        df = run_chunk(prep, lo, hi)
+        _write_atomic_parquet(df, chunk_dir / f"chunk_{i:05d}.parquet")
+        elapsed = time.perf_counter() - t
+        timings.append({"chunk": i, "lanes": hi - lo, "seconds": elapsed})
+        computed += 1
+        lanes_done = sum(min(total, (j + 1) * chunk) - j * chunk for j in range(n_chunks) if j in done) + sum(
+            x["lanes"] for x in timings)
+        rate = (hi - lo) / elapsed
+        steps = rate * sum(len(p["index"]) for p in prep.parts.values())
+        remaining = (total - lanes_done) / max(rate, 1e-9)
+        progress(f"  chunk {i + 1}/{n_chunks}: {lanes_done:,}/{total:,} lanes, {rate:,.0f} lanes/s "
+                 f"({steps / 1e6:,.1f} M lane-steps/s), ETA {remaining:,.0f} s")
+    files = sorted(chunk_dir.glob("chunk_*.parquet"))
+    results = rank(pl.concat([pl.read_parquet(f) for f in files]).sort("lane"), exp)
+    _write_atomic_parquet(results, run_dir / "results.parquet")
+    prep.manifest["timings"] = {"chunks": timings, "total_s": time.perf_counter() - started}
+    (run_dir / "manifest.json").write_text(json.dumps(prep.manifest, indent=2, default=str))
+    return run_dir
+
+
+def top_table(results, exp, n: int = 10) -> str:
+    """The best ``n`` feasible lanes as a fixed-width text table."""
+    import polars as pl
+
+    params = [c for c in exp.sweep.names] + [t.target for t in exp.sweep.derived]
+    metric = exp.objective.metric
+    cols = ["rank", "lane"] + params + [f"train_{metric}", "train_PnL", "train_NumberOfTrades",
+                                         "train_MaxDrawdown"]
+    if "test_PnL" in results.columns:
+        cols += [f"test_{metric}", "test_PnL"]
+    top = results.filter(pl.col("feasible")).head(n).select([c for c in cols if c in results.columns])
+    if top.height == 0:
+        return "no lane meets the constraints"
+    header = " ".join(f"{c:>14}" for c in top.columns)
+    lines = [header]
+    for row in top.iter_rows():
+        lines.append(" ".join(f"{v:>14.6g}" if isinstance(v, float) else f"{v!s:>14}" for v in row))
+    return "\n".join(lines)
