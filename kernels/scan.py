@@ -73,7 +73,7 @@ class LaneState(NamedTuple):
     max_abs_position: jnp.ndarray  # lots
     bids: om.SideOrders
     asks: om.SideOrders
-    ring: jnp.ndarray  # [ring, 6]: bid_top, ask_top, step, bid_levels, ask_levels, qty
+    ring: jnp.ndarray  # [ring, 7]: bid_top, ask_top, step, bid_levels, ask_levels, bid lots, ask lots
     # metric accumulators (equity sampled every resample_every rows)
     n_samples: jnp.ndarray
     last_equity: jnp.ndarray
@@ -115,7 +115,7 @@ def make_backtest(config: KernelConfig):
         return LaneState(
             position=z, cash_ticks=z, fees=z, traded_value=z, trades=z, rejections=z, max_abs_position=z,
             bids=om.empty_side(L, dtype), asks=om.empty_side(L, dtype),
-            ring=jnp.zeros((config.ring, 6), dtype),
+            ring=jnp.zeros((config.ring, 7), dtype),
             n_samples=z, last_equity=z, first_equity=z, sum_d=z, sum_d2=z, sum_neg2=z,
             peak=jnp.full((), -jnp.inf, dtype), max_drawdown=z, max_position_value=z,
         )
@@ -175,9 +175,11 @@ def make_backtest(config: KernelConfig):
         max_position = params.get("max_position", jnp.inf) / lot - 1e-3
         bid_levels = jnp.where(state.position >= max_position, 0, jnp.clip(quote.bid_levels, 0, L))
         ask_levels = jnp.where(state.position <= -max_position, 0, jnp.clip(quote.ask_levels, 0, L))
+        bid_size, ask_size = quote.sizes()
         decision = jnp.stack([jnp.round(quote.bid_top), jnp.round(quote.ask_top),
                               jnp.maximum(jnp.round(quote.step), 1), bid_levels, ask_levels,
-                              jnp.floor(quote.qty / lot + 1e-6)]).astype(dtype)  # size rounded down to lots
+                              # sizes rounded down to whole lots (1e-6: 0.01/0.001 = 9.999999)
+                              jnp.floor(bid_size / lot + 1e-6), jnp.floor(ask_size / lot + 1e-6)]).astype(dtype)
         ring = state.ring.at[row["index"] % config.ring].set(decision)
         state = state._replace(ring=ring)
 
@@ -185,10 +187,13 @@ def make_backtest(config: KernelConfig):
 
         arrived = row["lag_b"] < row["lag_a"]
         grid = ring[(row["index"] - row["lag_b"]) % config.ring]
-        top_b, top_a, step_t, n_b, n_a, qty = (grid[0].astype(jnp.int32), grid[1].astype(jnp.int32),
-                                               grid[2].astype(jnp.int32), grid[3], grid[4], grid[5])
-        new_bids, rej_b = om.arrive(state.bids, top_b, step_t, n_b, qty, row["ask_ack"], +1)
-        new_asks, rej_a = om.arrive(state.asks, top_a, step_t, n_a, qty, row["bid_ack"], -1)
+        top_b, top_a, step_t = grid[0].astype(jnp.int32), grid[1].astype(jnp.int32), grid[2].astype(jnp.int32)
+        n_b, n_a, lots_b, lots_a = grid[3], grid[4], grid[5], grid[6]
+        # A side whose size rounds to zero lots sends nothing.
+        new_bids, rej_b = om.arrive(state.bids, top_b, step_t, jnp.where(lots_b > 0, n_b, 0), lots_b,
+                                    row["ask_ack"], +1)
+        new_asks, rej_a = om.arrive(state.asks, top_a, step_t, jnp.where(lots_a > 0, n_a, 0), lots_a,
+                                    row["bid_ack"], -1)
         pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(arrived, n, o), new, old)  # noqa: E731
         state = state._replace(bids=pick(new_bids, state.bids), asks=pick(new_asks, state.asks),
                                rejections=state.rejections + jnp.where(arrived, rej_b + rej_a, 0))

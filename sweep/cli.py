@@ -207,8 +207,9 @@ def demo(hours, out_root) -> None:
     if hours is not None:
         if not hours > 0:
             raise InputError(f"--hours must be > 0, got {hours}", key="hours")
-        exp = dataclasses.replace(exp, data=dataclasses.replace(exp.data, synthetic={**exp.data.synthetic,
-                                                                                      "hours": hours}))
+        # Its own run name: a different market must not resume the default demo's chunks.
+        exp = dataclasses.replace(exp, name=f"demo-{hours:g}h",
+                                  data=dataclasses.replace(exp.data, synthetic={**exp.data.synthetic, "hours": hours}))
     click.echo(f"demo: {path.name} -- {exp.description}", err=True)
     run_dir = _run_and_report(exp, out_root, True, 10)
     click.echo("\nNext: open results.parquet with polars, edit a copy of experiments/demo.yaml "

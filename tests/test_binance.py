@@ -165,12 +165,18 @@ def test_trades_match_hftbacktest(cap):
 
 
 def test_chunked_reading_gives_the_same_events(cap, monkeypatch):
-    """The file is parsed in chunks of text; chunk boundaries must not matter (incl. the
-    buffered diffs that are re-applied after the snapshot, which sits in a later chunk here)."""
+    """The file is parsed in chunks of text; chunk boundaries must not matter (incl. the buffered
+    diffs that are re-applied after the snapshot, which sits in a later chunk here)."""
     monkeypatch.setattr(binance, "_CHUNK_BYTES", 1 << 12 if cap.market == "spot" else 1 << 16)
-    chunked = read_binance(cap.path)
+    exp = EXPECTED[cap.market]
+    # With the instrument given (README's tick/lot): the spot legacy sizes off the lot are accepted.
+    chunked = read_binance(cap.path, tick_size=exp["tick"], lot_size=exp["lot"])
     _assert_table(chunked.table, cap.ev.table)
-    assert chunked.meta == cap.ev.meta and chunked.instrument == cap.ev.instrument
+    assert chunked.instrument == cap.ev.instrument
+    assert not chunked.meta["tick_size_inferred"] and not chunked.meta["lot_size_inferred"]
+    for key in ("tick_size_inferred", "lot_size_inferred"):
+        chunked.meta[key] = cap.ev.meta[key]
+    assert chunked.meta == cap.ev.meta
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,8 +265,13 @@ def test_book_agrees_with_bookticker(cap):
     grid = np.arange(snap["local_ts"] + 1_000_000_000, int(raw.t_local.max()) + shift, 100_000_000)
     k = np.searchsorted(raw.t_local + shift, grid, side="right") - 1
     ours = replay_book(t, tick, lot, clock="local", sample_ts=grid, n_levels=1)
-    rate = np.mean((ours.bid_ticks[:, 0] == t_bid[k]) & (ours.ask_ticks[:, 0] == t_ask[k]))
+    agree = (ours.bid_ticks[:, 0] == t_bid[k]) & (ours.ask_ticks[:, 0] == t_ask[k])
+    rate = agree.mean()
     assert rate >= GRID_AGREEMENT_MIN[cap.market], rate
+    # Every disagreement is timing: the bookTicker shown is newer (by update id) than the last
+    # depth diff received.
+    last_diff = np.searchsorted(raw.d_local + shift, grid, side="right") - 1
+    assert np.all(agree | (raw.t_u[k] > raw.d_u[last_diff]))
     delta = int(np.unique(t["local_ts"][t["kind"] == TRADE]
                           - cap.hbt_local["local_ts"][cap.hbt_local["kind"] == TRADE])[0])
     theirs = replay_book(cap.hbt_local, tick, lot, clock="local", sample_ts=grid - delta, n_levels=1)
@@ -512,6 +523,14 @@ def test_bad_fields(tmp_path):
     lines = _fut_lines()
     lines[3] = lines[3].replace('"T":1723161257100', '"T":1723161257')  # seconds, not ms
     _raises_at(_write(tmp_path, lines), 4, "not milliseconds")
+
+
+def test_given_tick_and_lot_must_fit(tmp_path):
+    path = _write(tmp_path, _fut_lines())
+    _raises_at(path, 3, "price 99.9 is not a multiple of tick_size=0.2", tick_size=0.2)
+    _raises_at(path, 3, "quantity 1.5 is not a multiple of lot_size=0.2", lot_size=0.2)
+    with pytest.raises(InputError, match="tick_size must be a positive number"):
+        read_binance(path, tick_size=-0.1)
 
 
 def test_unsorted_local_timestamps_are_clamped(tmp_path):

@@ -34,7 +34,8 @@ def test_inspect_text_tardis_merge(runner: CliRunner, shared_data) -> None:
              tardis / "binance-futures_quotes_2020-02-22_BTCUSDT.csv"]
     result = runner.invoke(main, ["data", "inspect", "--merge", *map(str, files)])
     assert result.exit_code == 0, result.output
-    assert "trade 10,000" in result.stdout and "bbo 20,000" in result.stdout
+    # 10,000 lines each, header included: 9,999 trades and 9,999 quotes (one BBO row per side).
+    assert "trade 9,999" in result.stdout and "bbo 19,998" in result.stdout
 
 
 def test_bad_input_is_a_clear_error(runner: CliRunner, tmp_path) -> None:
@@ -78,7 +79,9 @@ def test_synth_then_inspect_then_frames(runner: CliRunner, tmp_path, monkeypatch
 
 def test_demo_runs_end_to_end(runner: CliRunner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path / "cache"))
-    result = runner.invoke(main, ["demo", "--hours", "0.05", "--out", str(tmp_path / "demo")])
+    result = runner.invoke(main, ["demo", "--hours", "0.02", "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
-    assert "cache hit: True" in result.stdout
-    assert (tmp_path / "demo" / "data").is_dir()
+    assert "4,096 lanes" in result.stdout and "Top 10 by train SR" in result.stdout
+    assert (tmp_path / "runs" / "demo-0.02h" / "results.parquet").exists()
+    again = runner.invoke(main, ["demo", "--hours", "0.02", "--out", str(tmp_path / "runs")])
+    assert again.exit_code == 0 and "1 chunk(s) already done" in again.output  # resumed, nothing recomputed

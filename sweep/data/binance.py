@@ -92,9 +92,13 @@ receive order that the sequence checks used; a step back of more than 1 s is an 
 order or files concatenated).
 
 Instrument: ``tick_size`` is the coarsest decimal step all prices fit (strict).  ``lot_size``
-tolerates one distinct quantity in 10,000 off the step (``meta["qty_off_lot"]``): Binance spot
+(inferred or given) tolerates one distinct quantity in 10,000 off the step (``meta["qty_off_lot"]``): Binance spot
 BTCUSDT still lists three deep levels with 1e-6 BTC granularity (orders resting since the step was
 1e-6), although its lot is 1e-5.
+
+Speed and memory: lines are parsed with orjson when it is installed (else the standard json
+module), 16 MiB of text at a time; each chunk's levels become float arrays at once (~16 bytes
+per level kept), and the rows are expanded, sorted and validated with numpy at the end.
 
 Bad input (bad JSON, a missing or non-ns timestamp, missing fields, non-numeric / NaN / non-positive
 prices, negative quantities, a truncated or corrupt gzip stream, an empty file, several symbols
@@ -150,6 +154,9 @@ _CHUNK_BYTES = 1 << 24
 # Recent diffs kept for re-applying on top of a later snapshot (~1.5 h of the usdm stream).
 _MAX_BUFFERED_DIFFS = 100_000
 
+# Share of distinct non-zero quantities allowed off the lot (inferred or given), see _infer_lot.
+_MAX_OFF_LOT = 1e-4
+
 _MARKETS = ("usdm", "spot")
 _GAP_MODES = ("resync", "error")
 
@@ -175,7 +182,8 @@ def read_binance(
             (``pu`` in depth diffs, ``T`` in snapshots).  A message of the other market is an error.
         tick_size: price increment (quote currency); None: inferred from all prices
             (``meta["tick_size_inferred"]``).  Given: every price must be a multiple of it.
-        lot_size: quantity increment (base units); None: inferred likewise.
+        lot_size: quantity increment (base units); None: inferred likewise.  Given or inferred, at
+            most one distinct quantity in 10,000 may be off it (``meta["qty_off_lot"]``).
         include_bbo: emit BBO rows from bookTicker messages (two per message).
         base_latency_ns: the smallest feed latency after the clock correction (ns, >= 0).
         on_gap: ``"resync"`` (record gaps in ``meta["gaps"]``, keep applying, re-sync at the next
@@ -816,7 +824,9 @@ class _Reader:
         if not tick_inferred:
             self._check_multiple(table["price"], priced, float(tick_size), "price", "tick_size", row_line)
         if not lot_inferred:
-            self._check_multiple(table["qty"], priced, float(lot_size), "quantity", "lot_size", row_line)
+            # As in the inference, a few legacy sizes off the lot are real (spot BTCUSDT has three).
+            lot_off = self._check_multiple(table["qty"], priced & (table["qty"] > 0), float(lot_size), "quantity",
+                                           "lot_size", row_line, max_off=_MAX_OFF_LOT)
         del row_line
 
         table = sort_events(table)
@@ -872,17 +882,23 @@ class _Reader:
         return Events(table, instrument, src, meta)
 
     def _check_multiple(self, values: np.ndarray, mask: np.ndarray, step: float, what: str, name: str,
-                        row_line: np.ndarray) -> None:
+                        row_line: np.ndarray, max_off: float = 0.0) -> int:
+        """Raise naming the first line whose value is not a multiple of ``step``, unless at most a
+        fraction ``max_off`` of the distinct values are off; returns how many distinct values are."""
         scaled = values / step
         # Relative slack: float division of a decimal price by a decimal tick is off by ~1e-16 relative.
         off = mask & (np.abs(scaled - np.round(scaled)) > np.maximum(1e-6, 1e-9 * np.abs(scaled)))
-        if off.any():
+        if not off.any():
+            return 0
+        n_off = len(np.unique(values[off]))
+        if n_off > max_off * len(np.unique(values[mask])):
             i = int(np.argmax(off))
-            raise InputError(f"{what} {values[i]!r} is not a multiple of {name}={step}", source=self.source,
+            raise InputError(f"{what} {float(values[i])!r} is not a multiple of {name}={step}", source=self.source,
                              line=int(row_line[i]))
+        return n_off
 
 
-def _infer_lot(qtys: np.ndarray, max_decimals: int = 10, max_off: float = 1e-4) -> tuple[float, int]:
+def _infer_lot(qtys: np.ndarray, max_decimals: int = 10, max_off: float = _MAX_OFF_LOT) -> tuple[float, int]:
     """Lot size (base units) that all but a fraction ``max_off`` of the distinct non-zero quantities
     are multiples of, and how many distinct quantities are not.
 

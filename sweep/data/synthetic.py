@@ -22,7 +22,8 @@ own exchange time (one event = one feed message; all its rows share ``exch_ts`` 
 
 * re-quotes (Poisson, ``requote_per_s``): market makers re-centre the book on the fair price
   with a one-tick spread; levels that stay keep their size (queues persist), the rest are
-  deleted / added (deletions first, so the book is never crossed mid-message);
+  added / deleted in an order that keeps every intermediate state of the message uncrossed
+  with both sides non-empty;
 * aggressive orders (Hawkes, ``trades_per_s`` mean, self-exciting with ``hawkes_branching`` and
   ``hawkes_decay_per_s``; the baseline scales with the latent variance so volume follows
   volatility): heavy-tailed (Pareto) sizes, direction tilted towards the fair price (informed
@@ -47,8 +48,8 @@ nearest to an exact multiple of the tick.
 
 Determinism: every random stream derives from ``seed`` (numpy ``SeedSequence`` children; the event
 loop uses its own xoshiro256** generator with explicit state), so the same config gives
-bit-identical output, whatever the machine's thread count; a shorter run is a prefix of a longer
-one with the same seed.
+bit-identical output whatever the thread count.  (A shorter run is *not* a prefix of a longer one:
+the variance path is normalised over the generated span, see :func:`latent_path`.)
 
 Speed: the event loop is numba-compiled, writes rows straight into the output records (one
 allocation sized by a generous bound, shrunk in place afterwards; untouched pages cost nothing),
@@ -186,7 +187,7 @@ class SynthInstrument:
 FUTURES = SynthInstrument(
     name="futures", venue="synthetic-usdm", tick_size=0.1, lot_size=0.001, lagged=True, depth_levels=20,
     touch_qty=1.0, trades_per_s=65.0, trade_size_min=0.005, trade_size_alpha=1.5,
-    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=500.0,
+    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=700.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.8,
 )
 """BTCUSDT USD-M-like futures (tick 0.1, lot 0.001), the follower by default.
@@ -576,15 +577,44 @@ def _snapshot(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.
     return pos
 
 
+@numba.njit(cache=True, inline="always")
+def _move_side(out, pos: int, p: _Params, q: np.ndarray, tmp: np.ndarray, rng: np.ndarray, side: int, old_best: int,
+               new_best: int, t: int, local: int):
+    """Move one side's window of levels from ``old_best`` to ``new_best``; returns (pos, rows).
+
+    Levels in both windows keep their size (and move to their new depth index without a row).
+    New levels are written before old ones are deleted, so the side never empties mid-message.
+    """
+    n = p.levels
+    away = 1 if side < 0 else -1  # direction of increasing depth in ticks: asks up, bids down
+    rows = 0
+    for k in range(n):
+        old = (new_best + away * k - old_best) * away
+        if 0 <= old < n:
+            tmp[k] = q[old]
+        else:
+            tmp[k] = _level_lots(p, rng, k)
+            pos = _put(out, pos, p, t, local, DEPTH, side, new_best + away * k, tmp[k])
+            rows += 1
+    for k in range(n):
+        new = (old_best + away * k - new_best) * away
+        if not 0 <= new < n:
+            pos = _put(out, pos, p, t, local, DEPTH, side, old_best + away * k, 0)
+            rows += 1
+    q[:] = tmp
+    return pos, rows
+
+
 @numba.njit(cache=True)
 def _requote(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.ndarray, rng: np.ndarray,
              tmp: np.ndarray, fair: float, t: int) -> int:
     """Re-centre both sides on the fair price with a one-tick spread (no rows if already there).
 
-    Levels inside the new windows keep their size; the others are deleted and new ones added,
-    all deletions first so that no intermediate state of the message is crossed.
+    Levels inside the new windows keep their size; the others are deleted and new ones added.
+    The side moving away from the other is moved first: its new levels cannot cross the other
+    side's old ones, and once it sits in its new window the other side's new levels cannot cross
+    it either.  So every intermediate state of the message is uncrossed, with both sides non-empty.
     """
-    n = p.levels
     b = si[_S_B]
     a = si[_S_A]
     nb = int(math.floor(fair))  # the one-tick book whose mid is nearest the fair price
@@ -592,40 +622,15 @@ def _requote(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.n
     if nb == b and na == a:
         return pos
     local = _message_local_ts(p, si, rng, t)
-    rows = 0
-    # Deletions: old bids above the new best or deeper than the new window; likewise asks.
-    for k in range(n):
-        tick = b - k
-        if tick > nb or tick <= nb - n:
-            pos = _put(out, pos, p, t, local, DEPTH, 1, tick, 0)
-            rows += 1
-    for k in range(n):
-        tick = a + k
-        if tick < na or tick >= na + n:
-            pos = _put(out, pos, p, t, local, DEPTH, -1, tick, 0)
-            rows += 1
-    # Additions (kept levels move to their new depth index without a row).
-    for k in range(n):
-        old = b - (nb - k)
-        if 0 <= old < n:
-            tmp[k] = bq[old]
-        else:
-            tmp[k] = _level_lots(p, rng, k)
-            pos = _put(out, pos, p, t, local, DEPTH, 1, nb - k, tmp[k])
-            rows += 1
-    bq[:] = tmp
-    for k in range(n):
-        old = (na + k) - a
-        if 0 <= old < n:
-            tmp[k] = aq[old]
-        else:
-            tmp[k] = _level_lots(p, rng, k)
-            pos = _put(out, pos, p, t, local, DEPTH, -1, na + k, tmp[k])
-            rows += 1
-    aq[:] = tmp
+    if nb >= b:  # moving up (or only the ask side moves): asks first
+        pos, rows_a = _move_side(out, pos, p, aq, tmp, rng, -1, a, na, t, local)
+        pos, rows_b = _move_side(out, pos, p, bq, tmp, rng, 1, b, nb, t, local)
+    else:  # moving down: bids first
+        pos, rows_b = _move_side(out, pos, p, bq, tmp, rng, 1, b, nb, t, local)
+        pos, rows_a = _move_side(out, pos, p, aq, tmp, rng, -1, a, na, t, local)
     si[_S_B] = nb
     si[_S_A] = na
-    si[_C_DEPTH_ROWS] += rows
+    si[_C_DEPTH_ROWS] += rows_a + rows_b
     si[_C_REQUOTES] += 1
     return _after_message(out, pos, p, si, bq, aq, t, local)
 
@@ -675,10 +680,9 @@ def _trade(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nda
             break
     if remaining > 0:
         si[_C_UNFILLED] += 1
+    # Book rows: the partly filled level, then new levels beyond the far end (written before
+    # the deletions so the side never empties, even when the order takes every level).
     rows = 0
-    for k in range(cleared):
-        pos = _put(out, pos, p, t, local, DEPTH, book_side, top + step * k, 0)
-        rows += 1
     if partial:
         pos = _put(out, pos, p, t, local, DEPTH, book_side, top + step * cleared, q[cleared])
         rows += 1
@@ -689,6 +693,10 @@ def _trade(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nda
             q[k] = _level_lots(p, rng, k)
             pos = _put(out, pos, p, t, local, DEPTH, book_side, top + step * (k + cleared), q[k])
             rows += 1
+    for k in range(cleared):
+        pos = _put(out, pos, p, t, local, DEPTH, book_side, top + step * k, 0)
+        rows += 1
+    if cleared > 0:
         if side > 0:
             si[_S_A] = a + cleared
         else:
@@ -713,18 +721,18 @@ def _refill(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nd
         return pos
     local = _message_local_ts(p, si, rng, t)
     if fair > 0.5 * (a + b):  # price moving up: a new best bid (the deepest bid drops off)
-        pos = _put(out, pos, p, t, local, DEPTH, 1, b - (n - 1), 0)
         for k in range(n - 1, 0, -1):
             bq[k] = bq[k - 1]
         bq[0] = _level_lots(p, rng, 0)
         pos = _put(out, pos, p, t, local, DEPTH, 1, b + 1, bq[0])
+        pos = _put(out, pos, p, t, local, DEPTH, 1, b - (n - 1), 0)
         si[_S_B] = b + 1
     else:  # a new best ask
-        pos = _put(out, pos, p, t, local, DEPTH, -1, a + (n - 1), 0)
         for k in range(n - 1, 0, -1):
             aq[k] = aq[k - 1]
         aq[0] = _level_lots(p, rng, 0)
         pos = _put(out, pos, p, t, local, DEPTH, -1, a - 1, aq[0])
+        pos = _put(out, pos, p, t, local, DEPTH, -1, a + (n - 1), 0)
         si[_S_A] = a - 1
     si[_C_DEPTH_ROWS] += 2
     si[_C_REFILLS] += 1
