@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="generate only this instrument (e.g. futures)")
     ap.add_argument("--no-validate", action="store_true", help="skip validate_events (measure generation only)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="generate this many times in one process and report each (a VM backs fresh memory "
+                         "slowly the first time; later runs reuse it)")
     args = ap.parse_args(argv)
 
     base = SynthConfig(seed=args.seed, hours=args.hours)
@@ -104,20 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     synthetic_market(SynthConfig(hours=0.001, instruments=instruments))  # compile / load the numba cache
     compile_s = time.perf_counter() - t0
-    load_before = os.getloadavg()[0]
-    t0, c0 = time.perf_counter(), time.process_time()
-    market = synthetic_market(config, validate=not args.no_validate)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"synthetic market: {args.hours:g} h, {len(instruments)} instrument(s), seed {args.seed}, "
+          f"{'with' if not args.no_validate else 'without'} validation; {os.cpu_count()} CPUs; "
+          f"compile/cache load {compile_s:.1f} s")
+    market = None
+    for run in range(1, max(args.repeat, 1) + 1):
+        market = None  # free the previous run's tables first
+        load_before = os.getloadavg()[0]
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        market = synthetic_market(config, validate=not args.no_validate)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+        total_rows = sum(len(e) for e in market.values())
+        total_gb = sum(e.table.nbytes for e in market.values()) / 1e9
+        print(f"  run {run}: wall {wall:.1f} s, {total_rows:,} rows ({total_gb:.2f} GB), "
+              f"{total_rows / wall / 1e6:.1f} M rows/s; CPU user {user:.1f} s + system {system:.1f} s "
+              f"(all threads); load average {load_before:.1f} before the run")
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-    total_rows = sum(len(e) for e in market.values())
-    total_gb = sum(e.table.nbytes for e in market.values()) / 1e9
-    print(f"synthetic market: {args.hours:g} h, {len(market)} instrument(s), seed {args.seed}, "
-          f"{'with' if not args.no_validate else 'without'} validation")
-    print(f"  wall {wall:.1f} s (+ {compile_s:.1f} s compile/cache load), {total_rows:,} rows "
-          f"({total_gb:.2f} GB), {total_rows / wall / 1e6:.1f} M rows/s, peak RSS {rss_gb:.1f} GB")
-    print(f"  CPU {cpu:.1f} s (all threads), {os.cpu_count()} CPUs, load average {load_before:.1f} before the run "
-          f"(other processes competing for the cores slow the wall time)")
+    print(f"  peak RSS {rss_gb:.1f} GB.  System time is mostly page faults on fresh memory; other processes "
+          f"competing for the cores stretch the wall time.")
 
     real = real_density()
     real_touch = real_near_touch()

@@ -50,6 +50,7 @@ class KernelConfig(NamedTuple):
         contract_multiplier: quote currency per (qty x price).
         ring: how many past decisions to keep (frames' max lag + 1).
         resample_every: rows between metric samples.
+        unroll: ``lax.scan`` unroll factor (bench/throughput.py measures the choice).
         dtype: float dtype of the lane state (jnp.float32 or jnp.float64).
     """
 
@@ -61,6 +62,7 @@ class KernelConfig(NamedTuple):
     ring: int = 2
     resample_every: int = 10
     dtype: Any = jnp.float32
+    unroll: int = 1  # scan steps per loop iteration; wider unrolls measured slower on CPU lanes
 
 
 class LaneState(NamedTuple):
@@ -267,7 +269,7 @@ def _compiled(config: KernelConfig, interval_s: float, book_size: float, record:
                 return new, (equity, state.position * config.market.lot_size)
             return new, None
 
-        state, ys = jax.lax.scan(body, init(), rows)
+        state, ys = jax.lax.scan(body, init(), rows, unroll=config.unroll)
         out = final_metrics(state, config, interval_s=interval_s, book_size=book_size)
         if record:
             out["equity"], out["position"] = ys

@@ -20,7 +20,8 @@ book, as BTCUSDT futures is near the touch), sizes drawn from a depth profile th
 the touch with lognormal noise.  The book changes through five processes, each an event at its
 own exchange time (one event = one feed message; all its rows share ``exch_ts`` and ``local_ts``):
 
-* re-quotes (Poisson, ``requote_per_s``): market makers re-centre the book on the fair price
+* re-quotes (Poisson, ``requote_per_s``, and at once when the fair price runs more than
+  ``requote_threshold_bp`` from the mid): market makers re-centre the book on the fair price
   with a one-tick spread; levels that stay keep their size (queues persist), the rest are
   added / deleted in an order that keeps every intermediate state of the message uncrossed
   with both sides non-empty;
@@ -129,6 +130,9 @@ class SynthInstrument:
         requote_per_s: rate at which makers re-centre the book on the fair price (per second).
             Keep it equal across instruments: the lead-lag measured between two books is the
             configured lag only when their (random) re-quote delays have the same distribution.
+        requote_threshold_bp: makers also re-quote at once (at the next latent grid step) when
+            the fair price is further than this from the mid (basis points), so that jumps and
+            bursts reach the book within one grid step; 0 disables it.
         refill_ms: mean delay before a level is added inside a spread wider than one tick (ms).
         touch_noise_per_s: rate of size changes at the best level of a random side (per second).
         depth_noise_per_s: rate of size changes at a random deeper level (per second).
@@ -155,6 +159,7 @@ class SynthInstrument:
     trade_size_alpha: float = 1.5
     informed_bp: float = 0.2
     requote_per_s: float = 20.0
+    requote_threshold_bp: float = 0.5
     refill_ms: float = 5.0
     touch_noise_per_s: float = 100.0
     depth_noise_per_s: float = 400.0
@@ -169,6 +174,7 @@ class SynthInstrument:
         _positive(self, where, "tick_size", "lot_size", "touch_qty", "trade_size_min", "trade_size_alpha",
                   "informed_bp", "requote_per_s", "refill_ms", "hawkes_decay_per_s")
         _non_negative(self, where, "depth_growth", "depth_qty_sigma", "trades_per_s", "touch_noise_per_s",
+                      "requote_threshold_bp",
                       "depth_noise_per_s", "feed_latency_base_ns", "feed_jitter_median_ns", "feed_jitter_sigma")
         if not (isinstance(self.depth_levels, int) and 2 <= self.depth_levels <= 1000):
             raise InputError(f"{where}: depth_levels must be an integer in [2, 1000], got {self.depth_levels!r}",
@@ -197,14 +203,15 @@ chosen so that book rows/s and top-of-book updates/s are at least those of the r
 (1,353 depth rows/s, 192 bookTicker updates/s; see bench/synth.py)."""
 
 SPOT = SynthInstrument(
-    name="spot", venue="synthetic-spot", tick_size=0.01, lot_size=0.00001, lagged=False, depth_levels=10,
+    name="spot", venue="synthetic-spot", tick_size=0.01, lot_size=0.00001, lagged=False, depth_levels=5,
     touch_qty=0.5, trades_per_s=36.0, trade_size_min=0.0003, trade_size_alpha=2.0,
     touch_noise_per_s=60.0, depth_noise_per_s=100.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.6,
 )
 """BTCUSDT-like spot (tick 0.01, lot 0.00001), the leader by default (36 trade rows/s; the real
 capture has 34.5).  Fewer levels than futures: with a 0.01 tick a re-quote moves the book by tens of
-ticks, rewriting every level, so the level count sets the row rate."""
+ticks, rewriting every level, so the level count sets the row rate (the real spot book is sparse
+at that tick anyway)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +383,7 @@ class _Params(NamedTuple):
     inv_alpha: float
     informed_bp: float
     requote_rate: float
+    requote_threshold: float  # |fair - mid| / mid that triggers an immediate re-quote (0: never)
     refill_rate: float
     touch_noise_rate: float
     depth_noise_rate: float
@@ -797,6 +805,14 @@ def _advance(p: _Params, si: np.ndarray, sf: np.ndarray, bq: np.ndarray, aq: np.
             sf[_F_MU] = mu
             sf[_F_HAWKES_BOUND] = mu + e
             si[_S_NEXT_TRADE] = step_end + _wait_ns(rng, mu + e)
+            if p.requote_threshold > 0.0:
+                # Makers watching the fair price pull and re-place their quotes at once when it
+                # runs away from the book (a jump, a burst) instead of waiting for a re-quote.
+                fair = _fair_ticks(p, xg, origin, step, step_end)
+                mid = 0.5 * (si[_S_B] + si[_S_A])
+                if abs(fair - mid) > p.requote_threshold * mid:
+                    si[_S_NEXT_REFILL] = _NEVER
+                    pos = _requote(out, pos, p, si, bq, aq, rng, tmp, fair, step_end)
             continue
         if t >= t_end:
             return pos, True
@@ -860,6 +876,7 @@ def _params(config: SynthConfig, inst: SynthInstrument) -> _Params:
         inv_alpha=1.0 / inst.trade_size_alpha,
         informed_bp=float(inst.informed_bp),
         requote_rate=float(inst.requote_per_s),
+        requote_threshold=inst.requote_threshold_bp * 1e-4,
         refill_rate=1000.0 / inst.refill_ms,
         touch_noise_rate=float(inst.touch_noise_per_s),
         depth_noise_rate=float(inst.depth_noise_per_s),
@@ -940,6 +957,21 @@ def _is_sorted(local_ts: np.ndarray, exch_ts: np.ndarray) -> bool:
     return True
 
 
+def _validate_in_slices(table: np.ndarray, source: str, rows: int = 1 << 24) -> None:
+    """:func:`validate_events` over overlapping slices: same checks, bounded temporaries.
+
+    (Its temporaries on a whole day would be gigabytes of fresh memory, which costs more time
+    than the checks themselves.)  Errors name the row of the whole table.
+    """
+    for lo in range(0, len(table), rows):
+        start = max(lo - 1, 0)  # one row of overlap keeps the sortedness check continuous
+        try:
+            validate_events(table[start:lo + rows], source=source)
+        except InputError as exc:
+            row = None if exc.row is None else exc.row + start
+            raise InputError(exc.message, source=source, row=row) from exc
+
+
 def _generate_instrument(config: SynthConfig, inst: SynthInstrument, path: LatentPath,
                          seed: np.random.SeedSequence, validate: bool) -> Events:
     p = _params(config, inst)
@@ -962,7 +994,7 @@ def _generate_instrument(config: SynthConfig, inst: SynthInstrument, path: Laten
     if not _is_sorted(table["local_ts"], table["exch_ts"]):
         table = sort_events(table)
     if validate:
-        validate_events(table, source=f"synthetic:{inst.name}")
+        _validate_in_slices(table, source=f"synthetic:{inst.name}")
     seconds = config.duration_ns / NS_PER_S
     counts = {name: int(si[slot]) for name, slot in _COUNTERS.items()}
     meta = {
