@@ -53,10 +53,10 @@ def exp_with(**changes):
 def test_demo_experiment_loads():
     exp = load_experiment(EXPERIMENTS / "demo.yaml")
     assert exp.name == "demo" and exp.strategy.policy == "grid"
-    assert n_lanes(exp) == 16 * 16 * 3
+    assert n_lanes(exp) == 16 * 16 * 16
     lanes = build_lanes(exp)
     assert list(lanes) == exp.param_names == list(POLICIES["grid"].params)
-    assert all(v.dtype == np.float64 and v.shape == (768,) for v in lanes.values())
+    assert all(v.dtype == np.float64 and v.shape == (4096,) for v in lanes.values())
     assert exp.strategy.params["relative"] == 1  # bps of mid
     spec = exp.frame_spec()
     assert spec.interval_ns == 100_000_000 and spec.latency.entry_ns == 10_000_000 and spec.features == ()

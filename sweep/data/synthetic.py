@@ -135,7 +135,9 @@ class SynthInstrument:
             bursts reach the book within one grid step; 0 disables it.
         refill_ms: mean delay before a level is added inside a spread wider than one tick (ms).
         touch_noise_per_s: rate of size changes at the best level of a random side (per second).
-        depth_noise_per_s: rate of size changes at a random deeper level (per second).
+        depth_noise_per_s: rate of size changes at a random deeper level (rows per second).
+        depth_noise_rows_per_msg: mean rows per deep-churn message (>= 1): the changes come in
+            batches sharing one exchange time and one receive time, as in an exchange diff stream.
         feed_latency_base_ns: minimum feed latency (ns).
         feed_jitter_median_ns: median of the lognormal jitter added to the base (ns).
         feed_jitter_sigma: log-standard deviation of that jitter.
@@ -163,6 +165,7 @@ class SynthInstrument:
     refill_ms: float = 5.0
     touch_noise_per_s: float = 100.0
     depth_noise_per_s: float = 400.0
+    depth_noise_rows_per_msg: float = 1.0
     feed_latency_base_ns: int = 1_000_000
     feed_jitter_median_ns: int = 2_500_000
     feed_jitter_sigma: float = 0.9
@@ -386,7 +389,8 @@ class _Params(NamedTuple):
     requote_threshold: float  # |fair - mid| / mid that triggers an immediate re-quote (0: never)
     refill_rate: float
     touch_noise_rate: float
-    depth_noise_rate: float
+    depth_noise_rate: float  # deep-churn messages per second
+    deep_batch_q: float  # log(1 - 1/mean rows) of the geometric batch size; 0: one row a message
     lat_base_ns: float
     jit_median_ns: float
     jit_sigma: float
@@ -752,19 +756,29 @@ def _refill(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nd
 @numba.njit(cache=True)
 def _churn(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.ndarray, rng: np.ndarray,
            at_touch: bool, t: int) -> int:
-    """A new size for one level of a random side: the touch, or a uniformly random deeper level."""
+    """New sizes for book levels of random sides: the touch (one row), or a batch of deeper levels.
+
+    A deep batch has 1 + Geometric rows (mean ``depth_noise_rows_per_msg``, at most ``3 * levels``),
+    each a uniformly random level behind the touch, like an exchange diff message that bundles
+    the changes of a few milliseconds.
+    """
     n = p.levels
-    bid = _uniform(rng) < 0.5
-    k = 0 if at_touch else 1 + min(int(_uniform(rng) * (n - 1)), n - 2)
-    lots = _level_lots(p, rng, k)
+    rows = 1
+    if not at_touch and p.deep_batch_q > 0.0:
+        rows = 1 + int(math.log(_uniform(rng)) / p.deep_batch_q)
+        rows = min(rows, 3 * n)
     local = _message_local_ts(p, si, rng, t)
-    if bid:
-        bq[k] = lots
-        pos = _put(out, pos, p, t, local, DEPTH, 1, si[_S_B] - k, lots)
-    else:
-        aq[k] = lots
-        pos = _put(out, pos, p, t, local, DEPTH, -1, si[_S_A] + k, lots)
-    si[_C_DEPTH_ROWS] += 1
+    for _ in range(rows):
+        bid = _uniform(rng) < 0.5
+        k = 0 if at_touch else 1 + min(int(_uniform(rng) * (n - 1)), n - 2)
+        lots = _level_lots(p, rng, k)
+        if bid:
+            bq[k] = lots
+            pos = _put(out, pos, p, t, local, DEPTH, 1, si[_S_B] - k, lots)
+        else:
+            aq[k] = lots
+            pos = _put(out, pos, p, t, local, DEPTH, -1, si[_S_A] + k, lots)
+    si[_C_DEPTH_ROWS] += rows
     return _after_message(out, pos, p, si, bq, aq, t, local)
 
 
@@ -879,7 +893,8 @@ def _params(config: SynthConfig, inst: SynthInstrument) -> _Params:
         requote_threshold=inst.requote_threshold_bp * 1e-4,
         refill_rate=1000.0 / inst.refill_ms,
         touch_noise_rate=float(inst.touch_noise_per_s),
-        depth_noise_rate=float(inst.depth_noise_per_s),
+        depth_noise_rate=inst.depth_noise_per_s / inst.depth_noise_rows_per_msg,
+        deep_batch_q=math.log(1.0 - 1.0 / inst.depth_noise_rows_per_msg) if inst.depth_noise_rows_per_msg > 1 else 0.0,
         lat_base_ns=float(inst.feed_latency_base_ns),
         jit_median_ns=float(inst.feed_jitter_median_ns),
         jit_sigma=float(inst.feed_jitter_sigma),
