@@ -141,6 +141,18 @@ def test_rates_follow_the_config(market, config):
         assert events.meta["per_second"]["trade_rows"] >= orders
 
 
+def test_deep_churn_comes_in_batches():
+    quiet = dataclasses.replace(FUTURES, trades_per_s=0.0, requote_per_s=1e-9, requote_threshold_bp=0.0,
+                                touch_noise_per_s=0.0, depth_noise_per_s=500.0, depth_noise_rows_per_msg=5.0)
+    cfg = SynthConfig(seed=4, hours=2 / 60, instruments=(quiet,))
+    table = synthetic_market(cfg)["futures"].table
+    depth = table[table["kind"] == DEPTH]
+    messages = len(np.unique(depth["exch_ts"]))  # one exchange time per message
+    seconds = cfg.hours * 3600
+    assert len(depth) / seconds == pytest.approx(500.0, rel=0.1)
+    assert len(depth) / messages == pytest.approx(5.0, rel=0.1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Book consistency
 # ---------------------------------------------------------------------------------------------

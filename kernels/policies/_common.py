@@ -67,6 +67,15 @@ def feature_tuple(value, what: str, max_len: int) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- arithmetic
 
+def weighted_features(params: Mapping[str, Any], spec: Mapping[str, tuple], weights, names, obs: Observation,
+                      market: Market):
+    """``sum_j params[weights[j]] * feature(names[j])`` over the configured feature names."""
+    total = 0.0
+    for weight, name in zip(weights, names):
+        total = total + param(params, spec, weight) * market.feature(obs, name)
+    return total
+
+
 def safe_div(num, den, xp, default=0.0):
     """``num / den`` where ``den != 0``, else ``default``; never evaluates a division by zero
     (so no NaN/inf leaks through either branch of ``where``)."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._common import (INF, align_down, align_up, feature_tuple, finish, grid_origin,
                       level_count, lots_down, mid_price, mid_ticks, param, safe_div,
-                      static_config, step_ticks, ticks_per_bps)
+                      static_config, step_ticks, ticks_per_bps, weighted_features)
 from .base import Quote
 
 MAX_SIGNALS = 4
@@ -70,11 +70,7 @@ def validate(params, static=None) -> None:
 
 def signal_sum(params, obs, market, signals):
     """``sum_i beta_i * r_i`` (fraction of price): fair = mid * (1 + this)."""
-    P = partial(param, params, PARAMS)
-    total = 0.0
-    for beta, name in zip(BETAS, signals):
-        total = total + P(beta) * market.feature(obs, name)
-    return total
+    return weighted_features(params, PARAMS, BETAS, signals, obs, market)
 
 
 def quote(params, obs, position, market, xp, static=None) -> Quote:

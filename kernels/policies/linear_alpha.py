@@ -21,7 +21,7 @@ import numpy as np
 
 from ._common import (INF, ask_tick, bid_tick, feature_tuple, finish, level_count, lots_down,
                       mid_price, mid_ticks, param, safe_div, static_config, step_ticks,
-                      ticks_per_bps, vol_ticks)
+                      ticks_per_bps, vol_ticks, weighted_features)
 from .base import Quote
 
 MAX_FEATURES = 4
@@ -67,11 +67,7 @@ def validate(params, static=None) -> None:
 
 def forecast_bps(params, obs, market, features):
     """``sum_j coef_j * feature_j``, bps of mid."""
-    P = partial(param, params, PARAMS)
-    total = 0.0
-    for coef, name in zip(COEFS, features):
-        total = total + P(coef) * market.feature(obs, name)
-    return total
+    return weighted_features(params, PARAMS, COEFS, features, obs, market)
 
 
 def quote(params, obs, position, market, xp, static=None) -> Quote:

@@ -182,6 +182,9 @@ class SynthInstrument:
         if not (isinstance(self.depth_levels, int) and 2 <= self.depth_levels <= 1000):
             raise InputError(f"{where}: depth_levels must be an integer in [2, 1000], got {self.depth_levels!r}",
                              key="depth_levels")
+        if not (math.isfinite(self.depth_noise_rows_per_msg) and self.depth_noise_rows_per_msg >= 1.0):
+            raise InputError(f"{where}: depth_noise_rows_per_msg must be >= 1, got {self.depth_noise_rows_per_msg!r}",
+                             key="depth_noise_rows_per_msg")
         if not 0.0 <= self.hawkes_branching < 1.0:
             raise InputError(f"{where}: hawkes_branching must be in [0, 1), got {self.hawkes_branching!r}",
                              key="hawkes_branching")
@@ -196,7 +199,7 @@ class SynthInstrument:
 FUTURES = SynthInstrument(
     name="futures", venue="synthetic-usdm", tick_size=0.1, lot_size=0.001, lagged=True, depth_levels=20,
     touch_qty=1.0, trades_per_s=65.0, trade_size_min=0.005, trade_size_alpha=1.5,
-    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=700.0,
+    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=700.0, depth_noise_rows_per_msg=8.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.8,
 )
 """BTCUSDT USD-M-like futures (tick 0.1, lot 0.001), the follower by default.
@@ -208,7 +211,7 @@ chosen so that book rows/s and top-of-book updates/s are at least those of the r
 SPOT = SynthInstrument(
     name="spot", venue="synthetic-spot", tick_size=0.01, lot_size=0.00001, lagged=False, depth_levels=5,
     touch_qty=0.5, trades_per_s=36.0, trade_size_min=0.0003, trade_size_alpha=2.0,
-    touch_noise_per_s=60.0, depth_noise_per_s=100.0,
+    touch_noise_per_s=60.0, depth_noise_per_s=100.0, depth_noise_rows_per_msg=4.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.6,
 )
 """BTCUSDT-like spot (tick 0.01, lot 0.00001), the leader by default (36 trade rows/s; the real
@@ -764,7 +767,7 @@ def _churn(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nda
     """
     n = p.levels
     rows = 1
-    if not at_touch and p.deep_batch_q > 0.0:
+    if not at_touch and p.deep_batch_q < 0.0:
         rows = 1 + int(math.log(_uniform(rng)) / p.deep_batch_q)
         rows = min(rows, 3 * n)
     local = _message_local_ts(p, si, rng, t)

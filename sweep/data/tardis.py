@@ -276,13 +276,19 @@ def _trades(df: pl.DataFrame, exch, local, path: str) -> tuple[np.ndarray, np.nd
     n = len(df)
     side = _codes(df, "side", {"buy": 1, "sell": -1, "unknown": 0, "": 0},
                   "trade side must be buy, sell or unknown", path)
+    price, amount = _price_amount(df, path)
+    return _table(exch, local, TRADE, side, price, amount), np.arange(n, dtype=np.int64) + 2
+
+
+def _price_amount(df: pl.DataFrame, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The required ``price`` and ``amount`` columns, parsed and checked (errors name the line)."""
     price, pnull = _floats(df, "price")
     amount, anull = _floats(df, "amount")
     _fail_rows(pnull, "empty price", path)
     _fail_rows(anull, "empty amount", path)
     _checked_price(price, "price", path)
     _checked_amount(amount, "amount", path)
-    return _table(exch, local, TRADE, side, price, amount), np.arange(n, dtype=np.int64) + 2
+    return price, amount
 
 
 def _snapshot_groups(is_snap: np.ndarray, side: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -305,12 +311,7 @@ def _l2(df: pl.DataFrame, exch, local, path: str) -> tuple[np.ndarray, np.ndarra
     is_snap = _codes(df, "is_snapshot", {"true": 1, "false": 0, "1": 1, "0": 0},
                      "is_snapshot must be true or false", path).astype(bool)
     side = _codes(df, "side", {"bid": BID, "buy": BID, "ask": ASK, "sell": ASK}, "book side must be bid or ask", path)
-    price, pnull = _floats(df, "price")
-    amount, anull = _floats(df, "amount")
-    _fail_rows(pnull, "empty price", path)
-    _fail_rows(anull, "empty amount", path)
-    _checked_price(price, "price", path)
-    _checked_amount(amount, "amount", path)
+    price, amount = _price_amount(df, path)
 
     starts = _snapshot_groups(is_snap, side, price)
     s_rows = np.flatnonzero(starts)
