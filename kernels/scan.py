@@ -5,7 +5,8 @@ into ``lax.scan`` over rows and ``vmap`` over lanes.
 
 One step at row ``r`` (DESIGN §3, the contract the exact engine reproduces in parity mode):
 
-1. metrics see the state after every fill up to ``local_ts[r]``, valued at the local mid;
+1. metrics see the state after every fill up to ``local_ts[r]``, valued at the local mid (as
+   hftbacktest's Recorder would at each decision);
 2. the policy turns ``(params, local row r, position)`` into a desired grid; a side stops
    quoting when |position| has reached ``max_position`` (qty units) on that side.  Orders
    already resting or in flight can still fill, so the position can exceed the cap by at most
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import orders as om
+from .metrics import MetricsConfig, MetricsState, metrics_finalize, metrics_init, metrics_update
 from .fills import get_fill_model
 from .policies.base import Market, Observation
 
@@ -49,7 +51,8 @@ class KernelConfig(NamedTuple):
         maker_fee: fee rate of passive fills (fraction of notional; -0.00005 = 0.5 bp rebate).
         contract_multiplier: quote currency per (qty x price).
         ring: how many past decisions to keep (frames' max lag + 1).
-        resample_every: rows between metric samples.
+        metrics: resampling, book size and annualisation of the metrics (hftbacktest's definitions,
+            see :mod:`mmsweep.kernels.metrics`); its ``phase_rows`` aligns windows to the epoch.
         unroll: ``lax.scan`` unroll factor (bench/throughput.py measures the choice).
         dtype: float dtype of the lane state (jnp.float32 or jnp.float64).
     """
@@ -60,7 +63,7 @@ class KernelConfig(NamedTuple):
     maker_fee: float = 0.0
     contract_multiplier: float = 1.0
     ring: int = 2
-    resample_every: int = 10
+    metrics: MetricsConfig = MetricsConfig(resample_every=10, book_size=100_000.0)
     dtype: Any = jnp.float32
     unroll: int = 1  # scan steps per loop iteration; wider unrolls measured slower on CPU lanes
 
@@ -76,16 +79,7 @@ class LaneState(NamedTuple):
     bids: om.SideOrders
     asks: om.SideOrders
     ring: jnp.ndarray  # [ring, 7]: bid_top, ask_top, step, bid_levels, ask_levels, bid lots, ask lots
-    # metric accumulators (equity sampled every resample_every rows)
-    n_samples: jnp.ndarray
-    last_equity: jnp.ndarray
-    first_equity: jnp.ndarray
-    sum_d: jnp.ndarray
-    sum_d2: jnp.ndarray
-    sum_neg2: jnp.ndarray
-    peak: jnp.ndarray
-    max_drawdown: jnp.ndarray
-    max_position_value: jnp.ndarray
+    metrics: MetricsState  # equity resampled online, O(1) per lane
 
 
 def rebase_frames(frames, base_tick: int, dtype=jnp.float32) -> dict[str, jnp.ndarray]:
@@ -118,8 +112,7 @@ def make_backtest(config: KernelConfig):
             position=z, cash_ticks=z, fees=z, traded_value=z, trades=z, rejections=z, max_abs_position=z,
             bids=om.empty_side(L, dtype), asks=om.empty_side(L, dtype),
             ring=jnp.zeros((config.ring, 7), dtype),
-            n_samples=z, last_equity=z, first_equity=z, sum_d=z, sum_d2=z, sum_neg2=z,
-            peak=jnp.full((), -jnp.inf, dtype), max_drawdown=z, max_position_value=z,
+            metrics=metrics_init(dtype),
         )
 
     def apply_fills(state: LaneState, window: dict) -> LaneState:
@@ -145,26 +138,13 @@ def make_backtest(config: KernelConfig):
         )
 
     def sample_metrics(state: LaneState, row, mid_rel) -> LaneState:
+        # The state after every fill up to local_ts[r], valued at the local mid (a Recorder row).
         equity = tick_value * (state.cash_ticks + state.position * mid_rel) - state.fees
-        due = (row["index"] % config.resample_every) == 0
-        first = state.n_samples == 0
-        d = jnp.where(first, 0, equity - state.last_equity)
-        take = due & ~first
-        peak = jnp.maximum(state.peak, equity)
         mid_price = mid_rel * config.market.tick_size + base_price
-        return state._replace(
-            n_samples=state.n_samples + due,
-            first_equity=jnp.where(due & first, equity, state.first_equity),
-            last_equity=jnp.where(due, equity, state.last_equity),
-            sum_d=state.sum_d + jnp.where(take, d, 0),
-            sum_d2=state.sum_d2 + jnp.where(take, d * d, 0),
-            sum_neg2=state.sum_neg2 + jnp.where(take, jnp.minimum(d, 0) ** 2, 0),
-            peak=jnp.where(due, peak, state.peak),
-            max_drawdown=jnp.where(due, jnp.maximum(state.max_drawdown, peak - equity), state.max_drawdown),
-            max_position_value=jnp.where(
-                due, jnp.maximum(state.max_position_value, jnp.abs(state.position) * lot * mid_price),
-                state.max_position_value),
-        )
+        return state._replace(metrics=metrics_update(
+            config.metrics, state.metrics, row_index=row["index"], equity=equity, position=state.position * lot,
+            mid_price=mid_price, num_trades_cum=state.trades, trading_value_cum=state.traded_value,
+            fees_cum=state.fees))
 
     def step(params: dict, state: LaneState, row: dict) -> LaneState:
         bid, ask = row["bid"], row["ask"]
@@ -212,51 +192,30 @@ def _window(row: dict, which: str) -> dict:
     }
 
 
-def final_metrics(state: LaneState, config: KernelConfig, *, interval_s: float, book_size: float,
-                  trading_days_per_year: float = 252.0) -> dict[str, jnp.ndarray]:
-    """hftbacktest-style metrics from the accumulators (see README for the definitions)."""
-    n = state.n_samples - 1  # number of equity changes
-    mean = state.sum_d / jnp.maximum(n, 1)
-    var = (state.sum_d2 - n * mean * mean) / jnp.maximum(n - 1, 1)
-    resample_s = config.resample_every * interval_s
-    annual = jnp.sqrt(86400.0 / resample_s * trading_days_per_year)
-    pnl = state.last_equity - state.first_equity
-    days = jnp.maximum(n, 1) * resample_s / 86400.0
-    return {
-        "pnl": pnl,
-        "fees": state.fees,
-        "trades": state.trades,
-        "turnover": state.traded_value,
-        "max_abs_position": state.max_abs_position * config.market.lot_size,
-        "max_position_value": state.max_position_value,
-        "rejections": state.rejections,
-        "final_position": state.position * config.market.lot_size,
-        "SR": jnp.where(n > 1, mean / jnp.sqrt(var) * annual, jnp.nan),
-        "Sortino": jnp.where(n > 0, mean / jnp.sqrt(state.sum_neg2 / jnp.maximum(n, 1)) * annual, jnp.nan),
-        "Return": pnl / book_size,
-        "MaxDrawdown": state.max_drawdown / book_size,
-        "ReturnOverMDD": pnl / state.max_drawdown,
-        "ReturnOverTrade": pnl / state.traded_value,
-        "DailyNumberOfTrades": state.trades / days,
-        "DailyTurnover": state.traded_value / book_size / days,
-    }
+def final_metrics(state: LaneState, config: KernelConfig) -> dict[str, jnp.ndarray]:
+    """hftbacktest-compatible metrics (:func:`mmsweep.kernels.metrics.metrics_finalize`) plus the
+    kernel's own counters: post-only ``Rejections`` and ``FinalPosition`` (qty units)."""
+    out = metrics_finalize(config.metrics, state.metrics)
+    out["Rejections"] = state.rejections
+    out["FinalPosition"] = state.position * config.market.lot_size
+    return out
 
 
 def run_lanes(params: dict[str, Any], rows: dict[str, jnp.ndarray], config: KernelConfig, *,
-              interval_s: float, book_size: float, record: bool = False):
+              record: bool = False):
     """Backtest every lane of ``params`` (each value an array ``[lanes]``) over ``rows``.
 
     Returns a dict of metric arrays ``[lanes]``; with ``record=True`` also per-row ``equity``
     and ``position`` arrays ``[lanes, rows]`` (use only for a few lanes: memory is lanes x rows).
-    Compiled once per (config, interval, book size, record, parameter names).
+    Compiled once per (config, record, parameter names).
     """
     lane_params = {k: jnp.asarray(v, config.dtype) for k, v in sorted(params.items())}
-    fn = _compiled(config, float(interval_s), float(book_size), bool(record), tuple(lane_params))
+    fn = _compiled(config, bool(record), tuple(lane_params))
     return fn(lane_params, rows)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(config: KernelConfig, interval_s: float, book_size: float, record: bool, names: tuple):
+def _compiled(config: KernelConfig, record: bool, names: tuple):
     init, step = make_backtest(config)
     tick_value = config.market.tick_size * config.contract_multiplier * config.market.lot_size
 
@@ -270,7 +229,7 @@ def _compiled(config: KernelConfig, interval_s: float, book_size: float, record:
             return new, None
 
         state, ys = jax.lax.scan(body, init(), rows, unroll=config.unroll)
-        out = final_metrics(state, config, interval_s=interval_s, book_size=book_size)
+        out = final_metrics(state, config)
         if record:
             out["equity"], out["position"] = ys
         return out

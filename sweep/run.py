@@ -28,15 +28,13 @@ import numpy as np
 
 from .errors import InputError
 
-#: kernel metric -> results column (the names experiments use for objective/constraints)
-METRIC_COLUMNS = {
-    "SR": "SR", "Sortino": "Sortino", "Return": "Return", "MaxDrawdown": "MaxDrawdown",
-    "ReturnOverMDD": "ReturnOverMDD", "ReturnOverTrade": "ReturnOverTrade",
-    "DailyNumberOfTrades": "DailyNumberOfTrades", "DailyTurnover": "DailyTurnover",
-    "max_position_value": "MaxPositionValue", "pnl": "PnL", "fees": "Fees", "trades": "NumberOfTrades",
-    "turnover": "TradingValue", "max_abs_position": "MaxAbsPosition", "rejections": "Rejections",
-    "final_position": "FinalPosition",
-}
+#: kernel outputs written to results.parquet (prefixed train_/test_); the names experiments use
+#: for objective and constraints (hftbacktest's summary columns plus mmsweep's extras).
+METRIC_COLUMNS = (
+    "SR", "Sortino", "Return", "MaxDrawdown", "ReturnOverMDD", "ReturnOverTrade", "DailyNumberOfTrades",
+    "DailyTurnover", "MaxPositionValue", "MaxPositionNotional", "PnL", "Fees", "NumberOfTrades", "TradingValue",
+    "MaxAbsPosition", "Rejections", "FinalPosition",
+)
 
 
 @dataclasses.dataclass
@@ -47,6 +45,7 @@ class Prepared:
     frames: Any
     config: Any
     parts: dict[str, Any]  # "train"/"test" -> device rows
+    configs: dict[str, Any]  # "train"/"test" -> KernelConfig (each part's own epoch-aligned metrics)
     lanes: dict[str, np.ndarray]
     interval_s: float
     manifest: dict[str, Any]
@@ -82,6 +81,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
 
     from ..kernels.policies import bind, required_features
     from ..kernels.policies.base import Market
+    from ..kernels.metrics import make_metrics_config
     from ..kernels.scan import KernelConfig, rebase_frames
     from .frames import build_frames
     from .grids import build_lanes
@@ -111,14 +111,21 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     base_tick = int(np.median(frames["bid"]))
     market = Market(inst.tick_size, inst.lot_size, base_tick, tuple(frames.feature_names), interval_s,
                     max_levels)
-    resample_every = max(1, int(round(exp.metrics.resample_s / interval_s)))
     config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
-                          inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, resample_every, dtype)
+                          inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype)
     rows = rebase_frames(frames, base_tick, dtype)
     cut = _split_rows(frames, exp.split)
-    parts = {"train": _slice_rows(rows, 0, cut)}
+    bounds = {"train": (0, cut)}
     if cut < len(frames) - 1:
-        parts["test"] = _slice_rows(rows, cut, len(frames))
+        bounds["test"] = (cut, len(frames))
+    parts, configs = {}, {}
+    for part, (lo, hi) in bounds.items():
+        parts[part] = _slice_rows(rows, lo, hi)
+        metrics = make_metrics_config(
+            interval_ns=spec.interval_ns, resample_ns=int(round(exp.metrics.resample_s * 1e9)),
+            book_size=exp.metrics.book_size, first_row_ns=int(frames["local_ts"][lo]),
+            trading_days_per_year=exp.metrics.trading_days_per_year, contract_multiplier=inst.contract_multiplier)
+        configs[part] = config._replace(metrics=metrics)
     manifest = {
         "experiment_hash": experiment_hash(exp),
         "data": {"quoted": quoted.source, "signals": {k: v.source for k, v in signals.items()},
@@ -129,7 +136,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
     }
-    return Prepared(exp, frames, config, parts, lanes, interval_s, manifest)
+    return Prepared(exp, frames, config, parts, configs, lanes, interval_s, manifest)
 
 
 def _jsonable(obj):
@@ -176,11 +183,10 @@ def run_chunk(prep: Prepared, lo: int, hi: int) -> "Any":
         params[k] = jax.device_put(arr, sharding) if sharding is not None else arr
     table: dict[str, Any] = {"lane": np.arange(lo, hi, dtype=np.int64)}
     table.update({k: np.asarray(v[lo:hi]) for k, v in prep.lanes.items()})
-    em = prep.experiment.metrics
     for part, rows in prep.parts.items():
-        out = run_lanes(params, rows, prep.config, interval_s=prep.interval_s, book_size=em.book_size)
-        for key, column in METRIC_COLUMNS.items():
-            table[f"{part}_{column}"] = np.asarray(out[key], np.float64)[:n]
+        out = run_lanes(params, rows, prep.configs[part])
+        for column in METRIC_COLUMNS:
+            table[f"{part}_{column}"] = np.asarray(out[column], np.float64)[:n]
     return pl.DataFrame(table)
 
 

@@ -13,6 +13,7 @@ import pytest
 from jax import enable_x64
 
 from mmsweep.kernels.policies.base import Market, Quote
+from mmsweep.kernels.metrics import MetricsConfig
 from mmsweep.kernels.scan import KernelConfig, rebase_frames, run_lanes
 from mmsweep.sweep.data.loader import load_events
 from mmsweep.sweep.frames import FrameSpec, LatencySpec, build_frames
@@ -38,7 +39,8 @@ def frames(shared_data, tmp_path_factory):
 def setup(frames, dtype=jnp.float32, fill_model="cross", levels=5):
     base = int(frames["bid"][0])
     market = Market(0.1, 0.001, base, tuple(frames.feature_names), 0.1, levels)
-    config = KernelConfig(symmetric_grid, market, fill_model, -0.00005, 1.0, frames.meta["max_lag"] + 1, 10, dtype)
+    config = KernelConfig(symmetric_grid, market, fill_model, -0.00005, 1.0, frames.meta["max_lag"] + 1,
+                          MetricsConfig(resample_every=10, book_size=100_000.0), dtype)
     return config, rebase_frames(frames, base, dtype)
 
 
@@ -51,7 +53,7 @@ def lanes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def run(frames, params, **kw):
     config, rows = setup(frames, **{k: kw.pop(k) for k in ("dtype", "fill_model", "levels") if k in kw})
-    out = run_lanes(params, rows, config, interval_s=0.1, book_size=100_000.0, **kw)
+    out = run_lanes(params, rows, config, **kw)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -60,11 +62,11 @@ def test_vmapped_lanes_equal_lanes_run_one_by_one(frames) -> None:
     together = run(frames, params)
     for i in range(0, 16, 5):
         alone = run(frames, {k: v[i:i + 1] for k, v in params.items()})
-        for key in ("pnl", "trades", "fees", "final_position"):
+        for key in ("PnL", "NumberOfTrades", "Fees", "FinalPosition"):
             np.testing.assert_array_equal(together[key][i:i + 1], alone[key], err_msg=key)
         # SR divides sums that XLA may reassociate differently per batch size: last-ulp level.
         np.testing.assert_allclose(together["SR"][i:i + 1], alone["SR"], rtol=1e-6)
-    assert together["trades"].max() > 0
+    assert together["NumberOfTrades"].max() > 0
 
 
 def test_float32_matches_float64(frames) -> None:
@@ -74,20 +76,20 @@ def test_float32_matches_float64(frames) -> None:
         f64 = run(frames, params, dtype=jnp.float64)
     # Same fills (integer tick logic), PnL within 1e-4 of the traded value: relative-tick
     # accounting keeps float32 exact for positions and cash; only fee sums round.
-    np.testing.assert_array_equal(f32["trades"], f64["trades"])
-    np.testing.assert_allclose(f32["pnl"], f64["pnl"], atol=1e-4 * f64["turnover"].max() / 1e3 + 1e-3)
-    np.testing.assert_allclose(f32["fees"], f64["fees"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(f32["NumberOfTrades"], f64["NumberOfTrades"])
+    np.testing.assert_allclose(f32["PnL"], f64["PnL"], atol=1e-4 * f64["TradingValue"].max() / 1e3 + 1e-3)
+    np.testing.assert_allclose(f32["Fees"], f64["Fees"], rtol=1e-5, atol=1e-4)
 
 
 def test_wide_spread_never_fills_and_zero_levels_never_trade(frames) -> None:
     params = lanes(4)
     params["half_spread"][:] = 5_000  # 500 USD away: beyond every move in the sample
     out = run(frames, params)
-    assert np.all(out["trades"] == 0) and np.all(out["pnl"] == 0) and np.all(out["fees"] == 0)
+    assert np.all(out["NumberOfTrades"] == 0) and np.all(out["PnL"] == 0) and np.all(out["Fees"] == 0)
     params = lanes(4)
     params["n_levels"][:] = 0
     out = run(frames, params)
-    assert np.all(out["trades"] == 0)
+    assert np.all(out["NumberOfTrades"] == 0)
 
 
 def test_accounting_identities(frames) -> None:
@@ -95,27 +97,27 @@ def test_accounting_identities(frames) -> None:
     params["n_levels"][:] = 3
     params["half_spread"][:] = 0
     out = run(frames, params, record=True)
-    assert out["trades"].min() > 0
+    assert out["NumberOfTrades"].min() > 0
     # Every order is order_qty, so |final position| is a multiple of it and at most trades x qty.
-    units = out["final_position"] / 0.01
+    units = out["FinalPosition"] / 0.01
     np.testing.assert_allclose(units, np.round(units), atol=1e-3)
-    assert np.all(np.abs(out["final_position"]) <= out["trades"] * 0.01 + 1e-6)
+    assert np.all(np.abs(out["FinalPosition"]) <= out["NumberOfTrades"] * 0.01 + 1e-6)
     # Max position respected up to one step's fills: 3 old + 3 new orders of 0.01 on one side.
-    assert np.all(out["max_abs_position"] <= 0.2 + 2 * 3 * 0.01 + 1e-6)
-    assert out["max_abs_position"].max() > 0.2 - 1e-6  # the cap was actually reached
+    assert np.all(out["MaxAbsPosition"] <= 0.2 + 2 * 3 * 0.01 + 1e-6)
+    assert out["MaxAbsPosition"].max() > 0.2 - 1e-6  # the cap was actually reached
     # Fees are the maker rate times the traded value.
-    np.testing.assert_allclose(out["fees"], -0.00005 * out["turnover"], rtol=1e-4)
-    # The recorded equity starts at 0 and the reported PnL is its change between samples.
+    np.testing.assert_allclose(out["Fees"], -0.00005 * out["TradingValue"], rtol=1e-4)
+    # The recorded equity starts at 0 and PnL is the equity at the last decision (hftbacktest's
+    # Recorder semantics: fills after the last decision are not seen).
     assert np.all(out["equity"][:, 0] == 0)
-    np.testing.assert_allclose(out["pnl"], out["equity"][:, (out["equity"].shape[1] - 1) // 10 * 10], rtol=1e-5,
-                               atol=1e-3)
+    np.testing.assert_allclose(out["PnL"], out["equity"][:, -1], rtol=1e-5, atol=1e-4)
 
 
 def test_touch_fills_at_least_as_often_as_cross(frames) -> None:
     params = lanes(16, seed=3)
     cross = run(frames, params)
     touch = run(frames, params, fill_model="touch")
-    assert touch["trades"].sum() > cross["trades"].sum()
+    assert touch["NumberOfTrades"].sum() > cross["NumberOfTrades"].sum()
 
 
 def test_sharded_over_four_host_devices_gives_identical_results(tmp_path, shared_data) -> None:
@@ -132,19 +134,19 @@ def test_sharded_over_four_host_devices_gives_identical_results(tmp_path, shared
         frames = build_frames(ev, FrameSpec(latency=LatencySpec(entry_ns=10_000_000)), cache_dir={str(tmp_path)!r})
         config, rows = tk.setup(frames)
         params = tk.lanes(16, seed=4)
-        plain = tk.run_lanes(params, rows, config, interval_s=0.1, book_size=1e5)
+        plain = tk.run_lanes(params, rows, config)
         mesh = Mesh(np.array(jax.devices()), ("lanes",))
         shard = NamedSharding(mesh, PartitionSpec("lanes"))
         sharded_params = {{k: jax.device_put(np.asarray(v, np.float32), shard) for k, v in params.items()}}
-        sharded = tk.run_lanes(sharded_params, rows, config, interval_s=0.1, book_size=1e5)
-        assert len(sharded["pnl"].sharding.device_set) == 4
-        exact = ("pnl", "trades", "fees", "turnover", "final_position", "max_abs_position", "rejections")
+        sharded = tk.run_lanes(sharded_params, rows, config)
+        assert len(sharded["PnL"].sharding.device_set) == 4
+        exact = ("PnL", "NumberOfTrades", "Fees", "TradingValue", "FinalPosition", "MaxAbsPosition", "Rejections")
         same = all(np.array_equal(np.asarray(plain[k]), np.asarray(sharded[k])) for k in exact)
         # Ratios of sums (SR, Sortino) may differ in the last ulp: XLA reassociates per shard.
         same &= all(np.allclose(np.asarray(plain[k]), np.asarray(sharded[k]), rtol=1e-6, equal_nan=True) for k in plain)
-        print(json.dumps({{"same": same, "trades": float(np.asarray(plain["trades"]).sum())}}))
+        print(json.dumps({{"same": same, "NumberOfTrades": float(np.asarray(plain["NumberOfTrades"]).sum())}}))
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert '"same": true' in result.stdout and '"trades": 0.0' not in result.stdout
+    assert '"same": true' in result.stdout and '"NumberOfTrades": 0.0' not in result.stdout

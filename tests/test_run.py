@@ -49,8 +49,9 @@ def test_run_folder_and_ranking(tmp_path, monkeypatch) -> None:
         run_experiment(exp, log=lambda m: None)
 
 
-def test_killed_sweep_resumes_to_identical_results(tmp_path) -> None:
-    env = dict(os.environ, MMSWEEP_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+def test_killed_sweep_resumes_to_identical_results(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path / "cache"))  # the same frames in every process
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     path = small_experiment(tmp_path, "killed", chunk_lanes=8)
     reference = small_experiment(tmp_path, "reference", chunk_lanes=8)
     chunks = tmp_path / "runs" / "killed" / "chunks"

@@ -33,8 +33,9 @@ own exchange time (one event = one feed message; all its rows share ``exch_ts`` 
   the side keeps its depth);
 * refills after a trade clears the touch (spread > 1 tick): after an exponential delay
   (``refill_ms``) a level is added inside the spread on the side the fair price points to;
-* touch churn (``touch_noise_per_s``) and deep-book churn (``depth_noise_per_s``): one side's
-  level at the touch, or at a uniformly random deeper level, gets a new size.
+* touch churn (``touch_noise_per_s``): the best level of a random side gets a new size; and
+  deep-book churn (``depth_noise_per_s`` rows, in messages of ``depth_noise_rows_per_msg`` rows
+  on average): uniformly random levels behind the touch get new sizes.
 
 *Feed latency.*  Each message reaches the bot after ``feed_latency_base_ns`` plus a lognormal
 jitter, delivered in order as on one TCP stream: ``local_ts = max(exch_ts + latency, previous
@@ -47,9 +48,9 @@ that changes a side's best price or size.  Prices are generated as integer ticks
 as integer lots, converted to floats only when a row is written, so every price is the float
 nearest to an exact multiple of the tick.
 
-Determinism: every random stream derives from ``seed`` (numpy ``SeedSequence`` children; the event
-loop uses its own xoshiro256** generator with explicit state), so the same config gives
-bit-identical output whatever the thread count.  (A shorter run is *not* a prefix of a longer one:
+Determinism: every random number comes from a xoshiro256** generator with explicit state, one
+stream for the latent path and one per instrument, seeded by numpy ``SeedSequence(seed)``
+children; so the same config gives bit-identical output whatever the thread count.  (A shorter run is *not* a prefix of a longer one:
 the variance path is normalised over the generated span, see :func:`latent_path`.)
 
 Speed: the event loop is numba-compiled, writes rows straight into the output records (one
@@ -291,135 +292,9 @@ class SynthConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Latent price
+# Random numbers (numba; explicit state, so streams are reproducible in any thread)
 # --------------------------------------------------------------------------------------------
 
-
-@dataclasses.dataclass(frozen=True)
-class LatentPath:
-    """The latent log-price on a regular grid, shared by all instruments.
-
-    Attributes:
-        origin_ns: exchange time of grid point 0 (ns); earlier than the start by at least the lag,
-            so that a lagged instrument has a path to look back on.
-        step_ns: grid step (ns).
-        log_price: ``X`` at each grid point (0 at the origin; the start's value is not 0).
-        var_mult: latent variance over its mean at each grid step (mean exactly 1 over
-            ``[start, end)``); scales the diffusion and the trade arrivals.
-    """
-
-    origin_ns: int
-    step_ns: int
-    log_price: np.ndarray
-    var_mult: np.ndarray
-
-
-@numba.njit(cache=True)
-def _ou_path(z: np.ndarray, std: float, phi: float) -> np.ndarray:
-    """Stationary OU samples on a grid: mean ``-std**2`` (so E[exp(2 v)] = 1), AR coefficient phi."""
-    mean = -std * std
-    innov = std * math.sqrt(max(1.0 - phi * phi, 0.0))
-    v = np.empty(z.shape[0])
-    prev = mean + std * z[0]
-    v[0] = prev
-    for i in range(1, z.shape[0]):
-        prev = mean + (prev - mean) * phi + innov * z[i]
-        v[i] = prev
-    return v
-
-
-def _halflife_phi(halflife_s: float, step_s: float) -> float:
-    """AR(1) coefficient of an OU process with this half-life sampled every step_s seconds."""
-    return math.exp(-math.log(2.0) * step_s / halflife_s)
-
-
-def latent_path(config: SynthConfig, streams: list[np.random.SeedSequence] | None = None) -> LatentPath:
-    """Generate the latent log-price grid covering ``[start - lag, end]`` (see :class:`LatentPath`).
-
-    ``streams`` are four independent seed sequences (diffusion, slow vol, fast vol, jumps); by
-    default the first four children of ``SeedSequence(config.seed)``.
-    """
-    if streams is None:
-        streams = np.random.SeedSequence(config.seed).spawn(4)
-    step_ns = max(int(round(config.latent_step_ms * 1e6)), 1)
-    step_s = step_ns / NS_PER_S
-    lag_ns = int(round(config.lead_lag_ms * 1e6))
-    n_pre = -(-lag_ns // step_ns) + 1
-    n = n_pre + -(-config.duration_ns // step_ns) + 2
-    g_diff, g_slow, g_fast, g_jump = (np.random.Generator(np.random.PCG64(s)) for s in streams[:4])
-    v = _ou_path(g_slow.standard_normal(n), config.sv_slow_std, _halflife_phi(config.sv_slow_halflife_s, step_s))
-    v += _ou_path(g_fast.standard_normal(n), config.sv_fast_std, _halflife_phi(config.sv_fast_halflife_s, step_s))
-    var_mult = np.exp(2.0 * v)
-    # Normalise over the generated span so that volatility_annual and trades_per_s are the
-    # realised means of this run, not just expectations (a slow factor with an hour's half-life
-    # would otherwise move a day's trade count by tens of percent from seed to seed).
-    span = slice(n_pre, n_pre + max(-(-config.duration_ns // step_ns), 1))
-    var_mult /= var_mult[span].mean()
-    sigma2 = (config.volatility_annual**2 / SECONDS_PER_YEAR) * step_s * var_mult  # variance per step
-    dx = np.sqrt(sigma2) * g_diff.standard_normal(n) - 0.5 * sigma2  # -s2/2: the price is a martingale
-    u = g_jump.random(n)
-    sizes = g_jump.standard_normal(n) * (config.jump_std_bp * 1e-4)
-    dx += np.where(u < config.jump_per_hour / 3600.0 * step_s, sizes, 0.0)
-    log_price = np.empty(n)
-    log_price[0] = 0.0
-    np.cumsum(dx[:-1], out=log_price[1:])
-    # Re-anchor so that X(start) = 0: base_price is the price at the start, not before it.
-    log_price -= log_price[n_pre]
-    return LatentPath(config.start_ns - n_pre * step_ns, step_ns, log_price, var_mult)
-
-
-# --------------------------------------------------------------------------------------------
-# Event loop (numba)
-# --------------------------------------------------------------------------------------------
-
-
-class _Params(NamedTuple):
-    """Per-instrument constants of the event loop, in loop units (ticks, lots, ns, per second)."""
-
-    levels: int
-    lag_ns: int
-    fair_scale: float  # fair ticks = fair_scale * exp(X)
-    touch_lots: float
-    growth: float
-    qty_sigma: float
-    mu0: float  # Hawkes baseline (orders per second) at mean variance
-    hawkes_alpha: float  # excitation jump per order (per second) = branching * decay
-    hawkes_decay: float  # per second
-    size_min_lots: float
-    inv_alpha: float
-    informed_bp: float
-    requote_rate: float
-    requote_threshold: float  # |fair - mid| / mid that triggers an immediate re-quote (0: never)
-    refill_rate: float
-    touch_noise_rate: float
-    depth_noise_rate: float  # deep-churn messages per second
-    deep_batch_q: float  # log(1 - 1/mean rows) of the geometric batch size; 0: one row a message
-    lat_base_ns: float
-    jit_median_ns: float
-    jit_sigma: float
-    px_mul: float  # price = tick * px_mul / px_div (exact decimals when 1/tick is an integer)
-    px_div: float
-    q_mul: float
-    q_div: float
-    emit_bbo: bool
-
-
-# Integer state slots.
-_S_B, _S_A, _S_STEP, _S_NEXT_TRADE, _S_NEXT_REQ, _S_NEXT_TOUCH, _S_NEXT_DEEP, _S_NEXT_REFILL = range(8)
-_S_LAST_LOCAL, _S_HAWKES_T, _S_INIT, _S_TOB_BT, _S_TOB_BQ, _S_TOB_AT, _S_TOB_AQ = range(8, 15)
-# Counters (also integer slots).
-_C_MSG, _C_TRADE_ROWS, _C_DEPTH_ROWS, _C_ORDERS, _C_REQUOTES, _C_REFILLS, _C_TOB, _C_BEST, _C_CLEARS = range(15, 24)
-_C_BBO_ROWS, _C_UNFILLED = range(24, 26)
-_N_INT_STATE = 26
-# Float state slots.
-_F_HAWKES_E, _F_HAWKES_BOUND, _F_MU = range(3)
-_N_FLOAT_STATE = 3
-
-_COUNTERS = {
-    "messages": _C_MSG, "trade_rows": _C_TRADE_ROWS, "depth_rows": _C_DEPTH_ROWS, "aggressive_orders": _C_ORDERS,
-    "requotes": _C_REQUOTES, "refills": _C_REFILLS, "top_of_book_updates": _C_TOB, "best_price_changes": _C_BEST,
-    "levels_cleared_by_trades": _C_CLEARS, "bbo_rows": _C_BBO_ROWS, "orders_partly_unfilled": _C_UNFILLED,
-}
 
 _U64_5 = np.uint64(5)
 _U64_7 = np.uint64(7)
@@ -480,6 +355,160 @@ def _normal(s: np.ndarray) -> float:
     s[4] = np.uint64(1)
     return r * math.cos(angle)
 
+
+# --------------------------------------------------------------------------------------------
+# Latent price
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentPath:
+    """The latent log-price on a regular grid, shared by all instruments.
+
+    Attributes:
+        origin_ns: exchange time of grid point 0 (ns); earlier than the start by at least the lag,
+            so that a lagged instrument has a path to look back on.
+        step_ns: grid step (ns).
+        log_price: ``X`` at each grid point (0 at the origin; the start's value is not 0).
+        var_mult: latent variance over its mean at each grid step (mean exactly 1 over
+            ``[start, end)``); scales the diffusion and the trade arrivals.
+    """
+
+    origin_ns: int
+    step_ns: int
+    log_price: np.ndarray
+    var_mult: np.ndarray
+
+
+@numba.njit(cache=True)
+def _latent_kernel(rng: np.ndarray, n: int, n_pre: int, n_span: int, var_step: float, slow_std: float,
+                   slow_phi: float, fast_std: float, fast_phi: float, jump_p: float, jump_std: float):
+    """One pass for the variance path, one for the log-price (no large temporaries).
+
+    Each log-volatility factor is a stationary AR(1) (an OU process sampled on the grid) with mean
+    ``-std**2``, so that E[exp(2 v)] = 1.  Returns ``(log_price, var_mult)``.
+    """
+    var_mult = np.empty(n)
+    slow = -slow_std * slow_std + slow_std * _normal(rng)
+    fast = -fast_std * fast_std + fast_std * _normal(rng)
+    slow_innov = slow_std * math.sqrt(max(1.0 - slow_phi * slow_phi, 0.0))
+    fast_innov = fast_std * math.sqrt(max(1.0 - fast_phi * fast_phi, 0.0))
+    span_sum = 0.0
+    for i in range(n):
+        var_mult[i] = math.exp(2.0 * (slow + fast))
+        if n_pre <= i < n_pre + n_span:
+            span_sum += var_mult[i]
+        slow = -slow_std * slow_std + (slow + slow_std * slow_std) * slow_phi + slow_innov * _normal(rng)
+        fast = -fast_std * fast_std + (fast + fast_std * fast_std) * fast_phi + fast_innov * _normal(rng)
+    # Normalise over the generated span so that volatility_annual and trades_per_s are the
+    # realised means of this run, not just expectations (a slow factor with an hour's half-life
+    # would otherwise move a day's trade count by tens of percent from seed to seed).
+    scale = n_span / span_sum
+    log_price = np.empty(n)
+    x = 0.0
+    for i in range(n):
+        var_mult[i] *= scale
+        log_price[i] = x
+        s2 = var_step * var_mult[i]
+        x += math.sqrt(s2) * _normal(rng) - 0.5 * s2  # -s2/2: the price itself is a martingale
+        if _uniform(rng) < jump_p:
+            x += jump_std * _normal(rng)
+    # Re-anchor so that X(start) = 0: base_price is the price at the start, not before it.
+    x0 = log_price[n_pre]
+    for i in range(n):
+        log_price[i] -= x0
+    return log_price, var_mult
+
+
+def _halflife_phi(halflife_s: float, step_s: float) -> float:
+    """AR(1) coefficient of an OU process with this half-life sampled every step_s seconds."""
+    return math.exp(-math.log(2.0) * step_s / halflife_s)
+
+
+def _rng_state(seed: np.random.SeedSequence) -> np.ndarray:
+    """A fresh generator state for the numba code: xoshiro256** [0:4], spare normal [4:6]."""
+    state = np.zeros(6, np.uint64)
+    state[:4] = seed.generate_state(4, np.uint64)
+    if not state[:4].any():  # xoshiro's one forbidden state
+        state[0] = 1
+    return state
+
+
+def latent_path(config: SynthConfig, seed: np.random.SeedSequence | None = None) -> LatentPath:
+    """Generate the latent log-price grid covering ``[start - lag, end]`` (see :class:`LatentPath`).
+
+    ``seed`` defaults to the first child of ``SeedSequence(config.seed)``, the one
+    :func:`synthetic_market` uses.
+    """
+    if seed is None:
+        seed = np.random.SeedSequence(config.seed).spawn(1)[0]
+    step_ns = max(int(round(config.latent_step_ms * 1e6)), 1)
+    step_s = step_ns / NS_PER_S
+    lag_ns = int(round(config.lead_lag_ms * 1e6))
+    n_pre = -(-lag_ns // step_ns) + 1
+    n_span = max(-(-config.duration_ns // step_ns), 1)
+    log_price, var_mult = _latent_kernel(
+        _rng_state(seed), n_pre + n_span + 2, n_pre, n_span,
+        config.volatility_annual**2 / SECONDS_PER_YEAR * step_s,
+        config.sv_slow_std, _halflife_phi(config.sv_slow_halflife_s, step_s),
+        config.sv_fast_std, _halflife_phi(config.sv_fast_halflife_s, step_s),
+        config.jump_per_hour / 3600.0 * step_s, config.jump_std_bp * 1e-4,
+    )
+    return LatentPath(config.start_ns - n_pre * step_ns, step_ns, log_price, var_mult)
+
+
+# --------------------------------------------------------------------------------------------
+# Event loop (numba)
+# --------------------------------------------------------------------------------------------
+
+
+class _Params(NamedTuple):
+    """Per-instrument constants of the event loop, in loop units (ticks, lots, ns, per second)."""
+
+    levels: int
+    lag_ns: int
+    fair_scale: float  # fair ticks = fair_scale * exp(X)
+    touch_lots: float
+    growth: float
+    qty_sigma: float
+    mu0: float  # Hawkes baseline (orders per second) at mean variance
+    hawkes_alpha: float  # excitation jump per order (per second) = branching * decay
+    hawkes_decay: float  # per second
+    size_min_lots: float
+    inv_alpha: float
+    informed_bp: float
+    requote_rate: float
+    requote_threshold: float  # |fair - mid| / mid that triggers an immediate re-quote (0: never)
+    refill_rate: float
+    touch_noise_rate: float
+    depth_noise_rate: float  # deep-churn messages per second
+    deep_batch_q: float  # log(1 - 1/mean rows) of the geometric batch size; 0: one row a message
+    lat_base_ns: float
+    jit_median_ns: float
+    jit_sigma: float
+    px_mul: float  # price = tick * px_mul / px_div (exact decimals when 1/tick is an integer)
+    px_div: float
+    q_mul: float
+    q_div: float
+    emit_bbo: bool
+
+
+# Integer state slots.
+_S_B, _S_A, _S_STEP, _S_NEXT_TRADE, _S_NEXT_REQ, _S_NEXT_TOUCH, _S_NEXT_DEEP, _S_NEXT_REFILL = range(8)
+_S_LAST_LOCAL, _S_HAWKES_T, _S_INIT, _S_TOB_BT, _S_TOB_BQ, _S_TOB_AT, _S_TOB_AQ = range(8, 15)
+# Counters (also integer slots).
+_C_MSG, _C_TRADE_ROWS, _C_DEPTH_ROWS, _C_ORDERS, _C_REQUOTES, _C_REFILLS, _C_TOB, _C_BEST, _C_CLEARS = range(15, 24)
+_C_BBO_ROWS, _C_UNFILLED = range(24, 26)
+_N_INT_STATE = 26
+# Float state slots.
+_F_HAWKES_E, _F_HAWKES_BOUND, _F_MU = range(3)
+_N_FLOAT_STATE = 3
+
+_COUNTERS = {
+    "messages": _C_MSG, "trade_rows": _C_TRADE_ROWS, "depth_rows": _C_DEPTH_ROWS, "aggressive_orders": _C_ORDERS,
+    "requotes": _C_REQUOTES, "refills": _C_REFILLS, "top_of_book_updates": _C_TOB, "best_price_changes": _C_BEST,
+    "levels_cleared_by_trades": _C_CLEARS, "bbo_rows": _C_BBO_ROWS, "orders_partly_unfilled": _C_UNFILLED,
+}
 
 @numba.njit(cache=True, inline="always")
 def _wait_ns(s: np.ndarray, rate_per_s: float) -> int:
@@ -909,10 +938,7 @@ def _params(config: SynthConfig, inst: SynthInstrument) -> _Params:
 def _initial_state(config: SynthConfig, p: _Params, path: LatentPath, seed: np.random.SeedSequence):
     si = np.zeros(_N_INT_STATE, np.int64)
     sf = np.zeros(_N_FLOAT_STATE, np.float64)
-    rng = np.zeros(6, np.uint64)  # xoshiro256** state [0:4], spare normal [4:6] (see _normal)
-    rng[:4] = seed.generate_state(4, np.uint64)
-    if not rng[:4].any():  # xoshiro's one forbidden state
-        rng[0] = 1
+    rng = _rng_state(seed)
     start = config.start_ns
     si[_S_STEP] = (start - path.origin_ns) // path.step_ns
     si[_S_HAWKES_T] = start
@@ -935,9 +961,9 @@ def _initial_state(config: SynthConfig, p: _Params, path: LatentPath, seed: np.r
 def _row_capacity(config: SynthConfig, inst: SynthInstrument) -> int:
     """Rows to reserve: a generous bound on the expected count (never-touched pages cost nothing).
 
-    Per second: a re-quote writes at most 4 levels' worth per level moved (``4 * levels + 2``),
-    an order about two rows per level it walks (six is ample on average), a churn or refill
-    event one or two; BBO rows at most two per message.  Capped at a quarter of the physical
+    Per second: a re-quote writes at most ``4 * levels`` rows, an order about two rows per level
+    it walks (six is ample on average), churn one row per ``depth_noise_per_s`` /
+    ``touch_noise_per_s``, a refill two; BBO rows at most two per message.  Capped at a quarter of the physical
     memory; if a (very bursty) run still outgrows it, the loop continues into extra pieces.
     """
     n = inst.depth_levels
@@ -1052,9 +1078,9 @@ def synthetic_market(config: SynthConfig = SynthConfig(), *, validate: bool = Tr
         ``{instrument name: Events}`` in ``config.instruments`` order.  Each ``meta`` holds the
         row counts and rates (per second) of what was generated and the full config.
     """
-    streams = np.random.SeedSequence(config.seed).spawn(4 + len(config.instruments))
-    path = latent_path(config, streams[:4])
-    jobs = list(zip(config.instruments, streams[4:]))
+    streams = np.random.SeedSequence(config.seed).spawn(1 + len(config.instruments))
+    path = latent_path(config, streams[0])
+    jobs = list(zip(config.instruments, streams[1:]))
     workers = max(1, min(len(jobs), threads or os.cpu_count() or 1))
     if workers == 1:
         results = [_generate_instrument(config, inst, path, seed, validate) for inst, seed in jobs]
