@@ -85,3 +85,12 @@ def test_demo_runs_end_to_end(runner: CliRunner, tmp_path, monkeypatch) -> None:
     assert (tmp_path / "runs" / "demo-0.02h" / "results.parquet").exists()
     again = runner.invoke(main, ["demo", "--hours", "0.02", "--out", str(tmp_path / "runs")])
     assert again.exit_code == 0 and "1 chunk(s) already done" in again.output  # resumed, nothing recomputed
+
+
+def test_public_api_resolves() -> None:
+    import mmsweep
+
+    for name in mmsweep.__all__:
+        assert getattr(mmsweep, name) is not None, name
+    with pytest.raises(AttributeError):
+        mmsweep.not_a_thing  # noqa: B018
