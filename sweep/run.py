@@ -47,7 +47,6 @@ class Prepared:
     parts: dict[str, Any]  # "train"/"test" -> device rows
     configs: dict[str, Any]  # "train"/"test" -> KernelConfig (each part's own epoch-aligned metrics)
     lanes: dict[str, np.ndarray]
-    interval_s: float
     manifest: dict[str, Any]
 
 
@@ -136,7 +135,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
     }
-    return Prepared(exp, frames, config, parts, configs, lanes, interval_s, manifest)
+    return Prepared(exp, frames, config, parts, configs, lanes, manifest)
 
 
 def _jsonable(obj):

@@ -8,7 +8,6 @@ fill 1-4 lots of 0.001 at mid -/+ 0.05, fee 1 bp):
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import jax

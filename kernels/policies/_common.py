@@ -10,6 +10,8 @@ price units; sizes in instrument qty units; bps are 1e-4 of a price.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from typing import Any, Mapping
 
 from .base import Market, Observation, Quote
@@ -74,6 +76,14 @@ def weighted_features(params: Mapping[str, Any], spec: Mapping[str, tuple], weig
     for weight, name in zip(weights, names):
         total = total + param(params, spec, weight) * market.feature(obs, name)
     return total
+
+
+def reject_unused_weights(params: Mapping[str, Any], weights, n_used: int, what: str) -> None:
+    """Concrete (untraced) check: a weight past the ``n_used`` configured features must be 0."""
+    for name in weights[n_used:]:
+        if name in params and np.any(np.asarray(params[name]) != 0):
+            raise ValueError(f"{what}: {name} is set but there are only {n_used} of them configured; "
+                             "add the feature or drop the parameter")
 
 
 def safe_div(num, den, xp, default=0.0):

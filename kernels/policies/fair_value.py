@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 
 from ._common import (INF, align_down, align_up, feature_tuple, finish, grid_origin,
                       level_count, lots_down, mid_price, mid_ticks, param, safe_div,
-                      static_config, step_ticks, ticks_per_bps, weighted_features)
+                      static_config, step_ticks, ticks_per_bps, weighted_features, reject_unused_weights)
 from .base import Quote
 
 MAX_SIGNALS = 4
@@ -61,11 +60,7 @@ def FEATURES(static=None, market=None) -> tuple[str, ...]:
 
 def validate(params, static=None) -> None:
     """Concrete (untraced) check: a beta without a signal must not be set to non-zero."""
-    n = len(_signals(static))
-    for name in BETAS[n:]:
-        if name in params and np.any(np.asarray(params[name]) != 0):
-            raise ValueError(f"fair_value: {name} is set but there are only {n} signal(s) "
-                             f"(static 'signals'); add the signal or drop the parameter")
+    reject_unused_weights(params, BETAS, len(_signals(static)), "fair_value: static 'signals'")
 
 
 def signal_sum(params, obs, market, signals):

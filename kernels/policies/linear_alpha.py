@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 
 from ._common import (INF, ask_tick, bid_tick, feature_tuple, finish, level_count, lots_down,
                       mid_price, mid_ticks, param, safe_div, static_config, step_ticks,
-                      ticks_per_bps, vol_ticks, weighted_features)
+                      ticks_per_bps, vol_ticks, weighted_features,
+                      reject_unused_weights)
 from .base import Quote
 
 MAX_FEATURES = 4
@@ -58,11 +58,7 @@ def FEATURES(static=None, market=None) -> tuple[str, ...]:
 
 def validate(params, static=None) -> None:
     """Concrete (untraced) check: a coefficient without a feature must not be non-zero."""
-    n = len(_config(static)[0])
-    for name in COEFS[n:]:
-        if name in params and np.any(np.asarray(params[name]) != 0):
-            raise ValueError(f"linear_alpha: {name} is set but there are only {n} feature(s) "
-                             f"(static 'features')")
+    reject_unused_weights(params, COEFS, len(_config(static)[0]), "linear_alpha: static 'features'")
 
 
 def forecast_bps(params, obs, market, features):
