@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from ..errors import InputError
+from ...replay.book import BEST_ASK, BEST_BID, REPAIRS, clear_side, new_best, set_level
 from .events import BBO, CLEAR, DEPTH, SNAPSHOT
 
 NO_BID = np.iinfo(np.int64).min // 4
@@ -66,8 +67,9 @@ def price_to_ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
 def _replay(kinds, sides, ticks, qtys, ts, base_tick, n_ticks, half_lot, use_bbo, sample_ts, n_levels):
     bid_q = np.zeros(n_ticks, np.float64)
     ask_q = np.zeros(n_ticks, np.float64)
-    best_bid = -1  # index into the arrays; -1 = empty
-    best_ask = n_ticks  # n_ticks = empty
+    best = new_best(n_ticks)  # indices into the arrays; -1 / n_ticks = empty
+    best_bid = -1
+    best_ask = n_ticks
     n = kinds.shape[0]
     out_bid = np.empty(n, np.int64)
     out_ask = np.empty(n, np.int64)
@@ -76,7 +78,6 @@ def _replay(kinds, sides, ticks, qtys, ts, base_tick, n_ticks, half_lot, use_bbo
     s_ask_t = np.full((n_samples, n_levels), NO_ASK, np.int64)
     s_bid_q = np.zeros((n_samples, n_levels), np.float64)
     s_ask_q = np.zeros((n_samples, n_levels), np.float64)
-    repairs = 0
     sample = 0
     for i in range(n + 1):
         # Record samples whose time is before this event (events stamped <= sample are applied).
@@ -103,69 +104,17 @@ def _replay(kinds, sides, ticks, qtys, ts, base_tick, n_ticks, half_lot, use_bbo
         kind = kinds[i]
         side = sides[i]
         if kind == DEPTH or kind == SNAPSHOT or (kind == BBO and use_bbo):
-            idx = ticks[i] - base_tick
-            q = qtys[i]
-            if q < half_lot:
-                q = 0.0
             if kind == BBO:
                 # A quote replaces its whole side by one level.
-                if side > 0:
-                    for j in range(max(best_bid, 0), -1, -1):
-                        bid_q[j] = 0.0
-                    best_bid = -1
-                else:
-                    for j in range(best_ask, n_ticks):
-                        ask_q[j] = 0.0
-                    best_ask = n_ticks
-            if side > 0:
-                bid_q[idx] = q
-                if q > 0.0:
-                    if idx > best_bid:
-                        best_bid = idx
-                    if idx >= best_ask:
-                        repairs += 1
-                        for j in range(best_ask, idx + 1):
-                            ask_q[j] = 0.0
-                        best_ask = idx + 1
-                        while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
-                            best_ask += 1
-                elif idx == best_bid:
-                    while best_bid >= 0 and bid_q[best_bid] <= 0.0:
-                        best_bid -= 1
-            elif side < 0:
-                ask_q[idx] = q
-                if q > 0.0:
-                    if idx < best_ask:
-                        best_ask = idx
-                    if idx <= best_bid:
-                        repairs += 1
-                        for j in range(idx, best_bid + 1):
-                            bid_q[j] = 0.0
-                        best_bid = idx - 1
-                        while best_bid >= 0 and bid_q[best_bid] <= 0.0:
-                            best_bid -= 1
-                elif idx == best_ask:
-                    while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
-                        best_ask += 1
+                clear_side(bid_q, ask_q, best, side, 0, True)
+            set_level(bid_q, ask_q, best, side, ticks[i] - base_tick, qtys[i], half_lot)
         elif kind == CLEAR:
-            full = ticks[i] == NO_BID
-            if side >= 0 and best_bid >= 0:
-                lo = 0 if full else max(ticks[i] - base_tick, 0)
-                for j in range(lo, best_bid + 1):
-                    bid_q[j] = 0.0
-                best_bid = lo - 1
-                while best_bid >= 0 and bid_q[best_bid] <= 0.0:
-                    best_bid -= 1
-            if side <= 0 and best_ask < n_ticks:
-                hi = n_ticks - 1 if full else min(ticks[i] - base_tick, n_ticks - 1)
-                for j in range(best_ask, hi + 1):
-                    ask_q[j] = 0.0
-                best_ask = hi + 1
-                while best_ask < n_ticks and ask_q[best_ask] <= 0.0:
-                    best_ask += 1
+            clear_side(bid_q, ask_q, best, side, ticks[i] - base_tick, ticks[i] == NO_BID)
+        best_bid = best[BEST_BID]
+        best_ask = best[BEST_ASK]
         out_bid[i] = best_bid + base_tick if best_bid >= 0 else NO_BID
         out_ask[i] = best_ask + base_tick if best_ask < n_ticks else NO_ASK
-    return out_bid, out_ask, s_bid_t, s_bid_q, s_ask_t, s_ask_q, repairs
+    return out_bid, out_ask, s_bid_t, s_bid_q, s_ask_t, s_ask_q, best[REPAIRS]
 
 
 def replay_book(
