@@ -28,13 +28,22 @@ def grid_ticks(top, step, levels, side: int, max_levels: int):
     return ticks, i < levels
 
 
-def arrive(orders: SideOrders, top, step, levels, qty, opposite_best, side: int) -> tuple[SideOrders, jnp.ndarray]:
+def present(orders: SideOrders, top, step, side: int):
+    """Which levels of a grid already have a live order (``[L]`` bool), as the bot sees it when
+    it decides: those levels get no new order, even if the order fills before the decision's
+    messages arrive (the bot only learns of that fill after deciding)."""
+    ticks, _ = grid_ticks(top, step, orders.tick.shape[0], side, orders.tick.shape[0])
+    return (orders.alive[None, :] & (orders.tick[None, :] == ticks[:, None])).any(axis=1)
+
+
+def arrive(orders: SideOrders, top, step, levels, qty, opposite_best, side: int, seen) -> tuple[SideOrders, jnp.ndarray]:
     """Apply a decision's grid when its messages reach the exchange.
 
     Resting orders whose tick is in the new grid are kept with their queue place and size;
-    the rest are cancelled; missing levels are sent post-only and rejected if marketable
-    against the exchange's opposite best at arrival (a buy at ``p >= best ask``, a sell at
-    ``p <= best bid``).  Returns the new orders and the number of post-only rejections.
+    the rest are cancelled; levels that had no order when the decision was made (``seen``
+    False, see :func:`present`) are sent post-only and rejected if marketable against the
+    exchange's opposite best at arrival (a buy at ``p >= best ask``, a sell at ``p <= best
+    bid``).  Returns the new orders and the number of post-only rejections.
     """
     max_levels = orders.tick.shape[0]
     ticks, wanted = grid_ticks(top, step, levels, side, max_levels)
@@ -43,7 +52,7 @@ def arrive(orders: SideOrders, top, step, levels, qty, opposite_best, side: int)
     kept = wanted & match.any(axis=1)
     kept_qty = jnp.sum(jnp.where(match, orders.qty[None, :], 0), axis=1)
     marketable = (ticks >= opposite_best) if side > 0 else (ticks <= opposite_best)
-    send = wanted & ~kept
+    send = wanted & ~kept & ~seen
     accepted = send & ~marketable
     new = SideOrders(
         tick=ticks.astype(jnp.int32),

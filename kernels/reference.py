@@ -23,6 +23,7 @@ def grid_lane(bid, ask, bid_ack, ask_ack, lag_a, lag_b, buy_a, sell_a, buy_b, se
     n_rows = bid.shape[0]
     ring = max(int(lag_a.max()), 1) + 1 if n_rows else 2
     dec = np.zeros((ring, 6))  # bid_top, ask_top, step, bid_levels, ask_levels, lots
+    seen = np.zeros((ring, 2, max_levels), np.bool_)  # level had a live order at decision time
     b_tick = np.zeros(max_levels, np.int64)
     b_lots = np.zeros(max_levels)
     b_live = np.zeros(max_levels, np.bool_)
@@ -58,6 +59,16 @@ def grid_lane(bid, ask, bid_ack, ask_ack, lag_a, lag_b, buy_a, sell_a, buy_b, se
         dec[slot, 3] = bid_levels if lots > 0 else 0.0
         dec[slot, 4] = ask_levels if lots > 0 else 0.0
         dec[slot, 5] = lots
+        for i in range(max_levels):
+            tb = int(bid_top) - i * int(step)
+            ta = int(ask_top) + i * int(step)
+            seen[slot, 0, i] = False
+            seen[slot, 1, i] = False
+            for j in range(max_levels):
+                if b_live[j] and b_tick[j] == tb:
+                    seen[slot, 0, i] = True
+                if a_live[j] and a_tick[j] == ta:
+                    seen[slot, 1, i] = True
         for window in range(2):
             if window == 1 and lag_b[r] < lag_a[r]:
                 d = (r - lag_b[r]) % ring
@@ -82,6 +93,8 @@ def grid_lane(bid, ask, bid_ack, ask_ack, lag_a, lag_b, buy_a, sell_a, buy_b, se
                                 new_s[i] = sizes[j]
                         if kept:
                             new_l[i] = True
+                        elif seen[d, side, i]:
+                            pass  # the bot believed it had this level: it sent nothing
                         elif (side == 0 and t < ask_ack[r]) or (side == 1 and t > bid_ack[r]):
                             new_l[i] = True
                             new_s[i] = dec[d, 5]

@@ -78,7 +78,8 @@ class LaneState(NamedTuple):
     max_abs_position: jnp.ndarray  # lots
     bids: om.SideOrders
     asks: om.SideOrders
-    ring: jnp.ndarray  # [ring, 7]: bid_top, ask_top, step, bid_levels, ask_levels, bid lots, ask lots
+    ring: jnp.ndarray  # [ring, 7 + 2L]: bid_top, ask_top, step, bid_levels, ask_levels, bid lots, ask lots,
+    # then which bid / ask levels already had an order at decision time (om.present)
     metrics: MetricsState  # equity resampled online, O(1) per lane
 
 
@@ -111,7 +112,7 @@ def make_backtest(config: KernelConfig):
         return LaneState(
             position=z, cash_ticks=z, fees=z, traded_value=z, trades=z, rejections=z, max_abs_position=z,
             bids=om.empty_side(L, dtype), asks=om.empty_side(L, dtype),
-            ring=jnp.zeros((config.ring, 7), dtype),
+            ring=jnp.zeros((config.ring, 7 + 2 * L), dtype),
             metrics=metrics_init(dtype),
         )
 
@@ -158,10 +159,15 @@ def make_backtest(config: KernelConfig):
         bid_levels = jnp.where(state.position >= max_position, 0, jnp.clip(quote.bid_levels, 0, L))
         ask_levels = jnp.where(state.position <= -max_position, 0, jnp.clip(quote.ask_levels, 0, L))
         bid_size, ask_size = quote.sizes()
-        decision = jnp.stack([jnp.round(quote.bid_top), jnp.round(quote.ask_top),
-                              jnp.maximum(jnp.round(quote.step), 1), bid_levels, ask_levels,
-                              # sizes rounded down to whole lots (1e-6: 0.01/0.001 = 9.999999)
-                              jnp.floor(bid_size / lot + 1e-6), jnp.floor(ask_size / lot + 1e-6)]).astype(dtype)
+        top_bid, top_ask = jnp.round(quote.bid_top), jnp.round(quote.ask_top)
+        step_ticks = jnp.maximum(jnp.round(quote.step), 1)
+        seen_bid = om.present(state.bids, top_bid.astype(jnp.int32), step_ticks.astype(jnp.int32), +1)
+        seen_ask = om.present(state.asks, top_ask.astype(jnp.int32), step_ticks.astype(jnp.int32), -1)
+        decision = jnp.concatenate([jnp.stack([
+            top_bid, top_ask, step_ticks, bid_levels, ask_levels,
+            # sizes rounded down to whole lots (1e-6: 0.01/0.001 = 9.999999)
+            jnp.floor(bid_size / lot + 1e-6), jnp.floor(ask_size / lot + 1e-6)]).astype(dtype),
+            seen_bid.astype(dtype), seen_ask.astype(dtype)])
         ring = state.ring.at[row["index"] % config.ring].set(decision)
         state = state._replace(ring=ring)
 
@@ -172,10 +178,11 @@ def make_backtest(config: KernelConfig):
         top_b, top_a, step_t = grid[0].astype(jnp.int32), grid[1].astype(jnp.int32), grid[2].astype(jnp.int32)
         n_b, n_a, lots_b, lots_a = grid[3], grid[4], grid[5], grid[6]
         # A side whose size rounds to zero lots sends nothing.
+        seen_b, seen_a = grid[7:7 + L] > 0, grid[7 + L:] > 0
         new_bids, rej_b = om.arrive(state.bids, top_b, step_t, jnp.where(lots_b > 0, n_b, 0), lots_b,
-                                    row["ask_ack"], +1)
+                                    row["ask_ack"], +1, seen_b)
         new_asks, rej_a = om.arrive(state.asks, top_a, step_t, jnp.where(lots_a > 0, n_a, 0), lots_a,
-                                    row["bid_ack"], -1)
+                                    row["bid_ack"], -1, seen_a)
         pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(arrived, n, o), new, old)  # noqa: E731
         state = state._replace(bids=pick(new_bids, state.bids), asks=pick(new_asks, state.asks),
                                rejections=state.rejections + jnp.where(arrived, rej_b + rej_a, 0))

@@ -1,0 +1,138 @@
+"""The event loop (numba): one pass over the events, several candidates in lock-step.
+
+Four kinds of things happen, each at its own time: a market row reaches the bot (``local_ts``),
+a response reaches a bot, a market row happens at the exchange (``exch_ts``), a request
+reaches the exchange.  The earliest goes first; at equal times in that order (hftbacktest's
+tie order, the reference notes §2.2).  So an order arriving at ``t`` meets the exchange book
+after every row stamped ``<= t``, and the bot deciding at ``t`` has seen every row and every
+response stamped ``<= t``.  Candidates share the market and never interact (no market impact).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import bus
+from .book import BEST_ASK, BEST_BID, clear_side, set_level
+from .exchange import CLEAR, DEPTH, SNAPSHOT, on_market_row, on_request
+from .local import clear_finished, maintain_grid, on_response
+from .state import A_BALANCE, A_FEE, A_TRADES, A_VALUE, FULL_CLEAR, K_EXCH_ROW, K_LOCAL_ROW, K_TS, TO_BOT, TO_EXCH
+
+NEVER = bus.NEVER
+
+
+@numba.njit(cache=True)
+def _local_row(sim, cfg, data, i):
+    kind = data.l_kind[i]
+    if kind == DEPTH or kind == SNAPSHOT:
+        set_level(sim.lbid, sim.lask, sim.lbest, data.l_side[i], data.l_idx[i], data.l_qty[i], 0.5 * cfg.lot_size)
+    elif kind == CLEAR:
+        idx = data.l_idx[i]
+        clear_side(sim.lbid, sim.lask, sim.lbest, data.l_side[i], idx, idx == FULL_CLEAR)
+
+
+@numba.njit(cache=True)
+def advance(sim, cfg, lat, data, target):
+    """Process everything stamped ``<= target``; the clock then reads ``target``."""
+    n_local = data.l_ts.shape[0]
+    n_exch = data.x_ts.shape[0]
+    n_cand = sim.ordi.shape[0]
+    while True:
+        li = sim.cur[K_LOCAL_ROW]
+        xi = sim.cur[K_EXCH_ROW]
+        t_local = data.l_ts[li] if li < n_local else NEVER
+        t_exch = data.x_ts[xi] if xi < n_exch else NEVER
+        t_resp = bus.earliest(sim, TO_BOT)
+        t_req = bus.earliest(sim, TO_EXCH)
+        t = min(min(t_local, t_resp), min(t_exch, t_req))
+        if t > target or t == NEVER:
+            break
+        sim.cur[K_TS] = t
+        if t_local == t:
+            _local_row(sim, cfg, data, li)
+            sim.cur[K_LOCAL_ROW] = li + 1
+        elif t_resp == t:
+            for c in range(n_cand):
+                while bus.front_ts(sim, TO_BOT, c) == t:
+                    on_response(sim, cfg, c, bus.pop(sim, TO_BOT, c), t)
+        elif t_exch == t:
+            on_market_row(sim, cfg, lat, data, xi)
+            sim.cur[K_EXCH_ROW] = xi + 1
+        else:
+            for c in range(n_cand):
+                while bus.front_ts(sim, TO_EXCH, c) == t:
+                    on_request(sim, cfg, lat, c, bus.pop(sim, TO_EXCH, c), t)
+    sim.cur[K_TS] = target
+
+
+@numba.njit(cache=True)
+def local_mid_ticks(sim, cfg):
+    """The bot's mid (absolute ticks, float), NaN while a side is empty."""
+    b = sim.lbest[BEST_BID]
+    a = sim.lbest[BEST_ASK]
+    if b < 0 or a >= sim.lbid.shape[0]:
+        return np.nan
+    return (b + a + 2 * cfg.book_base) * 0.5
+
+
+@numba.njit(cache=True)
+def equity(sim, cfg, c, mid_price):
+    """The bot's equity at ``mid_price`` (quote currency; base coin for inverse assets)."""
+    a = sim.acct[0, c]
+    qty = sim.pos[0, c] * cfg.lot_size
+    if cfg.inverse:
+        return -a[A_BALANCE] - cfg.contract_size * qty / mid_price - a[A_FEE]
+    return (a[A_BALANCE] + cfg.contract_size * qty * mid_price) - a[A_FEE]
+
+
+@numba.njit
+def run_policy(sim, cfg, lat, data, decision_ts, end_ts, features, params, max_position_lots, base_tick,
+               max_levels, policy, rec_equity, rec_position, rec_trades, rec_value, rec_fee, rec_mid):
+    """Replay with every candidate quoting ``policy`` at each decision time.
+
+    ``params[c]`` are candidate c's policy parameters (in the compiled policy's order);
+    ``policy`` is a :func:`mmsweep.replay.policy_jit.compile_policy` function (relative ticks
+    around ``base_tick``).  At each decision: record the bot's state (as hftbacktest's Recorder
+    would), free finished orders, quote, then keep/cancel/post the grid (kernel rules: no bids
+    at ``position >= max_position``, sizes rounded down to lots, at most ``max_levels`` a side).
+    After the last decision the replay runs to ``end_ts``.
+    """
+    n_cand = sim.ordi.shape[0]
+    want = np.zeros(max(max_levels, 1), np.bool_)
+    for d in range(decision_ts.shape[0]):
+        ts = decision_ts[d]
+        advance(sim, cfg, lat, data, ts)
+        mid = local_mid_ticks(sim, cfg)
+        mid_price = mid * cfg.tick_size
+        rec_mid[d] = mid_price
+        for c in range(n_cand):
+            rec_equity[c, d] = equity(sim, cfg, c, mid_price)
+            rec_position[c, d] = sim.pos[0, c] * cfg.lot_size
+            rec_trades[c, d] = sim.acct[0, c, A_TRADES]
+            rec_value[c, d] = sim.acct[0, c, A_VALUE]
+            rec_fee[c, d] = sim.acct[0, c, A_FEE]
+        if math.isnan(mid):
+            continue  # a one-sided book: leave the orders as they are
+        bid_rel = np.float64(sim.lbest[BEST_BID] + cfg.book_base - base_tick)
+        ask_rel = np.float64(sim.lbest[BEST_ASK] + cfg.book_base - base_tick)
+        obs = features[d]
+        for c in range(n_cand):
+            clear_finished(sim, c)
+            pos_lots = sim.pos[0, c]
+            q = policy(params[c], bid_rel, ask_rel, obs, pos_lots * cfg.lot_size)
+            step = max(np.int64(np.rint(q[2])), 1)
+            bid_levels = 0 if pos_lots >= max_position_lots[c] else np.int64(min(max(q[3], 0.0), max_levels))
+            ask_levels = 0 if pos_lots <= -max_position_lots[c] else np.int64(min(max(q[4], 0.0), max_levels))
+            bid_lots = np.int64(np.floor(q[5] / cfg.lot_size + 1e-6))
+            ask_lots = np.int64(np.floor(q[6] / cfg.lot_size + 1e-6))
+            if bid_lots <= 0:
+                bid_levels = 0
+            if ask_lots <= 0:
+                ask_levels = 0
+            bid_top = np.int64(np.rint(q[0])) + base_tick
+            ask_top = np.int64(np.rint(q[1])) + base_tick
+            maintain_grid(sim, lat, c, 1, bid_top, step, bid_levels, bid_lots, ts, want)
+            maintain_grid(sim, lat, c, -1, ask_top, step, ask_levels, ask_lots, ts, want)
+    advance(sim, cfg, lat, data, end_ts)
