@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .state import M_EXCH_TS, M_FLAG, M_ID, M_KIND, M_LOTS, M_SLOT, M_TICK, M_TS, P_HEAD, P_LAST_TS, P_TAIL
+from .state import K_NEXT_REQ, K_NEXT_RESP, TO_EXCH, M_EXCH_TS, M_FLAG, M_ID, M_KIND, M_LOTS, M_SLOT, M_TICK, M_TS, P_HEAD, P_LAST_TS, P_TAIL
 
 NEVER = np.iinfo(np.int64).max
 
@@ -33,6 +33,9 @@ def push(sim, which, c, ts, kind, slot, order_id, lots, tick, flag, exch_ts):
     m[M_FLAG] = flag
     m[M_EXCH_TS] = exch_ts
     ptr[P_TAIL] += 1
+    k = K_NEXT_REQ if which == TO_EXCH else K_NEXT_RESP
+    if ts < sim.cur[k]:
+        sim.cur[k] = ts
 
 
 @numba.njit(cache=True, inline="always")
@@ -44,15 +47,16 @@ def front_ts(sim, which, c):
     return sim.bus[which, c, ptr[P_HEAD] % sim.bus.shape[2], M_TS]
 
 
-@numba.njit(cache=True)
-def earliest(sim, which):
-    """Earliest delivery time on bus ``which`` over all candidates."""
+@numba.njit(cache=True, inline="always")
+def refresh(sim, which):
+    """Recompute the earliest delivery time on bus ``which`` over all candidates (after
+    deliveries; :func:`push` keeps it current otherwise)."""
     best = NEVER
     for c in range(sim.bus.shape[1]):
         t = front_ts(sim, which, c)
         if t < best:
             best = t
-    return best
+    sim.cur[K_NEXT_REQ if which == TO_EXCH else K_NEXT_RESP] = best
 
 
 @numba.njit(cache=True, inline="always")

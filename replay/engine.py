@@ -104,11 +104,17 @@ def _ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
     return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
 
 
-def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, margin_ticks: int = 64
+def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, roi: float = 0.1
                ) -> tuple[Data, int, int]:
     """The engine's view of an event table (``EVENT_DTYPE``, any order): ``(data, book_base,
     n_ticks)``.  BBO rows are ignored when the table has depth rows; a quotes-only table is
-    turned into a one-level book (each quote replaces its side)."""
+    turned into a one-level book (each quote replaces its side).
+
+    The book is a dense array over a region of interest: the range of trade prices (or of
+    depth prices, without trades) widened by ``roi`` (a fraction of the price) on each side.
+    Depth rows outside it are dropped, as hftbacktest's ROIVectorMarketDepth does: deep
+    snapshot levels (on the real capture some lie 10x away from the market) would otherwise
+    make the arrays 100x larger and the replay 10x slower, and no quote ever rests there."""
     kind = table["kind"].astype(np.int64)
     has_depth = bool(np.any((kind == _DEPTH) | (kind == _SNAPSHOT)))
     if not has_depth:
@@ -134,8 +140,17 @@ def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, margin_t
     priced = finite & (kind != _CLEAR)
     if not priced.any():
         raise ValueError("no priced rows in the event table")
-    base = int(ticks[priced].min()) - margin_ticks
-    n_ticks = int(ticks[priced].max()) + margin_ticks - base + 1
+    anchor = ticks[priced & (kind == _TRADE)]
+    if len(anchor) == 0:
+        anchor = ticks[priced]
+    lo, hi = int(np.percentile(anchor, 0.1)), int(np.percentile(anchor, 99.9))
+    margin = int(np.ceil(roi * hi)) + 64
+    base = max(lo - margin, 0)
+    n_ticks = hi + margin - base + 1
+    outside = priced & (kind != _TRADE) & ((ticks < base) | (ticks >= base + n_ticks))
+    if outside.any():
+        keep_rows = ~outside
+        table, kind, ticks, finite = table[keep_rows], kind[keep_rows], ticks[keep_rows], finite[keep_rows]
     idx = np.where(finite, ticks - base, FULL_CLEAR)
     local_order = np.argsort(table["local_ts"], kind="stable")
     exch_order = np.argsort(table["exch_ts"], kind="stable")
@@ -318,7 +333,7 @@ def replay_metrics(result: ReplayResult, *, resample_ns: int, book_size: float, 
             trading_days_per_year=trading_days_per_year, contract_multiplier=contract_multiplier))
     out = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]} if rows else {}
     out["Rejections"] = result.final["Rejections"]
-    out["FinalPosition"] = result.position[:, -1] if result.position.shape[1] else result.final["FinalPosition"]
+    out["FinalPosition"] = result.final["FinalPosition"]
     return out
 
 

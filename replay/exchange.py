@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
 from . import bus, queue
 from .book import BEST_ASK, BEST_BID, clear_side, set_level
 from .latency import response_latency
 from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, A_VOLUME, C_CANCEL_LOST, C_REJECTIONS, C_RESTING,
-                    FLAG_FINISHED, FLAG_MAKER, FULL_CLEAR, K_REF_ASK, K_REF_BID, LIMIT, MSG_ACK, MSG_CANCEL,
+                    FLAG_FINISHED, FLAG_MAKER, FULL_CLEAR, K_MAX_BUY, K_MIN_SELL, K_REF_ASK, K_REF_BID, K_RESTING, LIMIT, MSG_ACK, MSG_CANCEL,
                     MSG_CANCEL_REJECTED, MSG_CANCELED, MSG_EXPIRED, MSG_FILL, MSG_NEW, O_ID, O_LEAVES, O_SIDE,
                     O_TICK, O_TIF, O_TYPE, O_XST, TIF_FOK, TIF_GTC, TIF_GTX, TIF_IOC, TO_BOT, X_DONE, X_RESTING,
                     M_ID, M_KIND, M_SLOT)
@@ -58,6 +59,19 @@ def apply_fill(acct, pos, which, c, side, lots, tick, maker, cfg):
     a[A_TRADES] += 1.0
 
 
+@numba.njit(cache=True, inline="always")
+def _unrest(sim, cfg, c, o):
+    """Order ``o`` of candidate ``c`` stops resting."""
+    sim.count[c, C_RESTING] -= 1
+    sim.cur[K_RESTING] -= 1
+    idx = o[O_TICK] - cfg.book_base
+    if 0 <= idx < sim.rest_bid.shape[0]:
+        if o[O_SIDE] > 0:
+            sim.rest_bid[idx] -= 1
+        else:
+            sim.rest_ask[idx] -= 1
+
+
 @numba.njit(cache=True)
 def fill(sim, cfg, lat, c, s, lots, tick, maker, ts):
     """The exchange fills ``lots`` of order ``s`` at ``tick``; the bot hears of it later."""
@@ -71,7 +85,7 @@ def fill(sim, cfg, lat, c, s, lots, tick, maker, ts):
     if o[O_LEAVES] == 0:
         flag |= FLAG_FINISHED
         if o[O_XST] == X_RESTING:
-            sim.count[c, C_RESTING] -= 1
+            _unrest(sim, cfg, c, o)
         o[O_XST] = X_DONE
     apply_fill(sim.acct, sim.pos, 1, c, o[O_SIDE], lots, tick, maker, cfg)
     bus.push(sim, TO_BOT, c, ts + response_latency(lat, ts), MSG_FILL, s, o[O_ID], lots, tick, flag, ts)
@@ -98,6 +112,8 @@ def _cross(sim, cfg, lat, ts):
         return
     bid_tick = best_bid + cfg.book_base
     ask_tick = best_ask + cfg.book_base
+    max_buy = np.iinfo(np.int64).min
+    min_sell = np.iinfo(np.int64).max
     for c in range(sim.ordi.shape[0]):
         if sim.count[c, C_RESTING] == 0:
             continue
@@ -109,6 +125,12 @@ def _cross(sim, cfg, lat, ts):
                 fill(sim, cfg, lat, c, s, o[O_LEAVES], o[O_TICK], True, ts)
             elif fell and o[O_SIDE] > 0 and o[O_TICK] >= ask_tick:
                 fill(sim, cfg, lat, c, s, o[O_LEAVES], o[O_TICK], True, ts)
+            elif o[O_SIDE] > 0:
+                max_buy = max(max_buy, o[O_TICK])
+            else:
+                min_sell = min(min_sell, o[O_TICK])
+    sim.cur[K_MAX_BUY] = max_buy
+    sim.cur[K_MIN_SELL] = min_sell
 
 
 @numba.njit(cache=True)
@@ -144,7 +166,7 @@ def _depth_queues(sim, cfg, side, tick, prev_qty, new_qty):
                 queue.on_depth(cfg.queue_kind, cfg.queue_n, sim.queue[c], s, prev_qty, new_qty)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def on_market_row(sim, cfg, lat, data, i):
     """Apply exchange-ordered row ``i`` to the matching engine (all candidates)."""
     kind = data.x_kind[i]
@@ -155,15 +177,26 @@ def on_market_row(sim, cfg, lat, data, i):
         idx = data.x_idx[i]
         new_qty = data.x_qty[i]
         prev = set_level(sim.xbid, sim.xask, sim.xbest, side, idx, new_qty, half_lot)
-        if cfg.queue_kind != queue.NONE:
+        resting_here = sim.rest_bid[idx] if side > 0 else sim.rest_ask[idx]
+        if cfg.queue_kind != queue.NONE and resting_here > 0:
             _depth_queues(sim, cfg, side, idx + cfg.book_base, prev, new_qty)
     elif kind == CLEAR:
         idx = data.x_idx[i]
         clear_side(sim.xbid, sim.xask, sim.xbest, data.x_side[i], idx, idx == FULL_CLEAR)
-    elif kind == TRADE:
+    elif kind == TRADE and sim.cur[K_RESTING] > 0:
         _trade(sim, cfg, lat, data.x_side[i], data.x_idx[i] + cfg.book_base, data.x_qty[i], ts)
     if (not cfg.cross_per_message) or data.x_msg_end[i]:
-        _cross(sim, cfg, lat, ts)
+        # the cheap test inline; the order scan only when a best moved towards the orders
+        best_bid = sim.xbest[BEST_BID]
+        best_ask = sim.xbest[BEST_ASK]
+        rose = best_bid >= 0 and best_bid > sim.cur[K_REF_BID]
+        fell = best_ask < sim.xbid.shape[0] and best_ask < sim.cur[K_REF_ASK]
+        if (rose and best_bid + cfg.book_base >= sim.cur[K_MIN_SELL]) or (
+                fell and best_ask + cfg.book_base <= sim.cur[K_MAX_BUY]):
+            _cross(sim, cfg, lat, ts)
+        else:
+            sim.cur[K_REF_BID] = best_bid
+            sim.cur[K_REF_ASK] = best_ask
 
 
 # ------------------------------------------------------------------------------ requests
@@ -203,7 +236,7 @@ def on_request(sim, cfg, lat, c, m, ts):
     if kind == MSG_CANCEL:
         if o[O_XST] == X_RESTING:
             o[O_XST] = X_DONE
-            sim.count[c, C_RESTING] -= 1
+            _unrest(sim, cfg, c, o)
             _respond(sim, lat, c, s, MSG_CANCELED, ts)
         else:
             sim.count[c, C_CANCEL_LOST] += 1
@@ -261,7 +294,17 @@ def on_request(sim, cfg, lat, c, m, ts):
         return
     o[O_XST] = X_RESTING
     sim.count[c, C_RESTING] += 1
+    sim.cur[K_RESTING] += 1
     idx = tick - cfg.book_base
+    if 0 <= idx < n_ticks:
+        if side > 0:
+            sim.rest_bid[idx] += 1
+        else:
+            sim.rest_ask[idx] += 1
+    if side > 0 and tick > sim.cur[K_MAX_BUY]:
+        sim.cur[K_MAX_BUY] = tick
+    if side < 0 and tick < sim.cur[K_MIN_SELL]:
+        sim.cur[K_MIN_SELL] = tick
     book = sim.xbid if side > 0 else sim.xask
     sim.queue[c, s, 0] = book[idx] if 0 <= idx < n_ticks else 0.0
     sim.queue[c, s, 1] = 0.0

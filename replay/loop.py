@@ -18,12 +18,13 @@ from . import bus
 from .book import BEST_ASK, BEST_BID, clear_side, set_level
 from .exchange import CLEAR, DEPTH, SNAPSHOT, on_market_row, on_request
 from .local import clear_finished, maintain_grid, on_response
-from .state import A_BALANCE, A_FEE, A_TRADES, A_VALUE, FULL_CLEAR, K_EXCH_ROW, K_LOCAL_ROW, K_TS, TO_BOT, TO_EXCH
+from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, FULL_CLEAR, K_EXCH_ROW, K_LOCAL_ROW, K_NEXT_REQ, K_NEXT_RESP,
+                    K_TS, TO_BOT, TO_EXCH)
 
 NEVER = bus.NEVER
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _local_row(sim, cfg, data, i):
     kind = data.l_kind[i]
     if kind == DEPTH or kind == SNAPSHOT:
@@ -44,8 +45,8 @@ def advance(sim, cfg, lat, data, target):
         xi = sim.cur[K_EXCH_ROW]
         t_local = data.l_ts[li] if li < n_local else NEVER
         t_exch = data.x_ts[xi] if xi < n_exch else NEVER
-        t_resp = bus.earliest(sim, TO_BOT)
-        t_req = bus.earliest(sim, TO_EXCH)
+        t_resp = sim.cur[K_NEXT_RESP]
+        t_req = sim.cur[K_NEXT_REQ]
         t = min(min(t_local, t_resp), min(t_exch, t_req))
         if t > target or t == NEVER:
             break
@@ -57,6 +58,7 @@ def advance(sim, cfg, lat, data, target):
             for c in range(n_cand):
                 while bus.front_ts(sim, TO_BOT, c) == t:
                     on_response(sim, cfg, c, bus.pop(sim, TO_BOT, c), t)
+            bus.refresh(sim, TO_BOT)
         elif t_exch == t:
             on_market_row(sim, cfg, lat, data, xi)
             sim.cur[K_EXCH_ROW] = xi + 1
@@ -64,6 +66,8 @@ def advance(sim, cfg, lat, data, target):
             for c in range(n_cand):
                 while bus.front_ts(sim, TO_EXCH, c) == t:
                     on_request(sim, cfg, lat, c, bus.pop(sim, TO_EXCH, c), t)
+            bus.refresh(sim, TO_EXCH)
+            bus.refresh(sim, TO_BOT)
     sim.cur[K_TS] = target
 
 

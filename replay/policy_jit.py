@@ -61,6 +61,9 @@ _BINARY = {
     "and": "({a} & {b})", "or": "({a} | {b})", "xor": "({a} ^ {b})",
 }
 
+_ELEMENTWISE = set(_UNARY) | set(_BINARY) | {"div", "rem", "max", "min", "not", "round", "sign",
+                                              "integer_pow", "clamp", "select_n", "convert_element_type"}
+
 
 # ----------------------------------------------------------------------------- runtime helpers
 # (globals of the generated source; NaN-propagating like XLA and numpy's maximum/minimum)
@@ -200,7 +203,7 @@ class _Translator:
             return self.fold(eqn, ins)  # integer/bool constant maths (index arithmetic)
         if name == "convert_element_type" and ins[0].const is not None:
             return self.fold(eqn, ins)
-        if len(outs_aval) != 1:
+        if name not in _ELEMENTWISE or len(outs_aval) != 1:
             self.fail(f"unsupported primitive {name!r}")
         return [self.elementwise(eqn, name, ins, outs_aval[0])]
 

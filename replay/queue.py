@@ -55,7 +55,8 @@ def queue_code(name: str) -> int:
         raise ValueError(f"unknown queue model {name!r}; known: {', '.join(QUEUE_MODELS)}") from None
 
 
-@numba.njit(cache=True, inline="always")
+# error_model numpy: f = b = 0 gives NaN (handled below), not ZeroDivisionError
+@numba.njit(cache=True, error_model="numpy")
 def _prob(kind, n, front, back):
     if kind == PROB_POWER:
         bn = back ** n
@@ -89,7 +90,7 @@ def on_trade(kind, queue, slot, qty):
     queue[slot, 1] += qty
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def on_depth(kind, n, queue, slot, prev_qty, new_qty):
     """The order's level changed size from ``prev_qty`` to ``new_qty``."""
     if kind == NONE:

@@ -98,7 +98,12 @@ K_REF_BID = 3  # exchange best bid/ask the next cross check compares against
 K_REF_ASK = 4
 K_FILLS = 5  # fill log rows used
 K_FILLS_DROPPED = 6
-K_FIELDS = 7
+K_NEXT_REQ = 7  # earliest delivery time on each bus (kept up to date by push / after deliveries)
+K_NEXT_RESP = 8
+K_RESTING = 9  # orders resting at the exchange, all candidates
+K_MAX_BUY = 10  # bounds on resting buy / sell ticks (all candidates; may be loose, never tight)
+K_MIN_SELL = 11
+K_FIELDS = 12
 
 # ---- fill log ``fills[k, field]``
 F_CAND = 0
@@ -160,6 +165,8 @@ class Sim(NamedTuple):
     lbid: np.ndarray  # the bot's book
     lask: np.ndarray
     lbest: np.ndarray
+    rest_bid: np.ndarray  # int32 [n_ticks]: resting buys at each book index, all candidates
+    rest_ask: np.ndarray
     cur: np.ndarray  # int64 [K_FIELDS]
     fills: np.ndarray  # int64 [F, F_FIELDS]
 
@@ -170,6 +177,10 @@ def new_sim(n_candidates: int, n_slots: int, bus_size: int, n_ticks: int, fill_c
     cur = np.zeros(K_FIELDS, np.int64)
     cur[K_REF_BID] = -1
     cur[K_REF_ASK] = n_ticks
+    cur[K_NEXT_REQ] = np.iinfo(np.int64).max
+    cur[K_NEXT_RESP] = np.iinfo(np.int64).max
+    cur[K_MAX_BUY] = np.iinfo(np.int64).min
+    cur[K_MIN_SELL] = np.iinfo(np.int64).max
     count = np.zeros((n_candidates, C_FIELDS), np.int64)
     count[:, C_NEXT_ID] = 1
     return Sim(
@@ -182,6 +193,7 @@ def new_sim(n_candidates: int, n_slots: int, bus_size: int, n_ticks: int, fill_c
         count=count,
         xbid=np.zeros(n_ticks), xask=np.zeros(n_ticks), xbest=new_best(n_ticks),
         lbid=np.zeros(n_ticks), lask=np.zeros(n_ticks), lbest=new_best(n_ticks),
+        rest_bid=np.zeros(n_ticks, np.int32), rest_ask=np.zeros(n_ticks, np.int32),
         cur=cur,
         fills=np.zeros((fill_capacity, F_FIELDS), np.int64),
     )

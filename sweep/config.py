@@ -42,7 +42,13 @@ Schema (defaults shown; "required" keys have none)::
                                   # (fraction of book_size) at most max_drawdown
     split: {train_fraction: 1.0}  # or {train_end_ms: <epoch ms, local clock>}; ranking on train,
                                   # metrics reported for train and test
-    verify: {top_k: 20, sample: 50, seed: 0}    # exact replay of the top K + a random sample
+    verify:                       # exact replay (mmsweep verify) of the top K + a random sample
+      {top_k: 20, sample: 50, seed: 0,
+       queue: power, queue_n: 2,  # queue model: none | risk_averse | power | power2 | power3 | log | log2
+       partial_fills: false,      # partial-fill exchange
+       response_ms: null,         # response latency; null = the entry latency (or the latency file's)
+       cross_per_message: true,   # judge best-price crosses after whole messages (false: every row)
+       lockstep: 8, processes: 0} # candidates per pass over the events; worker processes (0: one per CPU)
     metrics: {resample_s: 1.0, book_size: 100000, trading_days_per_year: 252}
                                   # equity resample period (s, a multiple of the interval); book
                                   # size (quote currency) for Return/MaxDrawdown; SR annualisation
@@ -482,9 +488,20 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Verify:
+    """Exact-engine verification: which lanes, and the engine's assumptions (see
+    :class:`mmsweep.replay.ReplayConfig`).  ``response_ms`` None = the entry latency (constant
+    latency) or the latency file's response column."""
+
     top_k: int = 20
     sample: int = 50
     seed: int = 0
+    queue: str = "power"
+    queue_n: float = 2.0
+    partial_fills: bool = False
+    response_ms: float | None = None
+    cross_per_message: bool = True
+    lockstep: int = 8
+    processes: int = 0  # 0 = one per CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1336,11 +1353,23 @@ def _parse_split(ctx: _Ctx, raw: Any) -> Split:
 
 
 def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
-    sec = _Section(ctx, raw, "verify", ("top_k", "sample", "seed"), "exact-engine verification")
+    from ..replay.queue import QUEUE_MODELS
+
+    sec = _Section(ctx, raw, "verify", ("top_k", "sample", "seed", "queue", "queue_n", "partial_fills", "response_ms",
+                                        "cross_per_message", "lockstep", "processes"), "exact-engine verification")
+    response = sec.raw("response_ms")
     return Verify(
         top_k=sec.integer("top_k", 20, what="best lanes replayed on the exact engine", low=0),
         sample=sec.integer("sample", 50, what="random lanes replayed for calibration", low=0),
         seed=sec.integer("seed", 0, what="seed of the random sample", low=0),
+        queue=sec.text("queue", "power", what="queue-position model of the exact engine", choices=tuple(QUEUE_MODELS)),
+        queue_n=sec.number("queue_n", 2.0, what="exponent of the power queue models", low=0, open_low=True),
+        partial_fills=sec.boolean("partial_fills", False, what="partial-fill exchange"),
+        response_ms=None if response is None else sec.number("response_ms", what="constant response latency, ms",
+                                                             low=0),
+        cross_per_message=sec.boolean("cross_per_message", True, what="judge best-price crosses per message"),
+        lockstep=sec.integer("lockstep", 8, what="candidates replayed together in one pass", low=1),
+        processes=sec.integer("processes", 0, what="worker processes (0 = one per CPU)", low=0),
     )
 
 

@@ -48,6 +48,7 @@ class Prepared:
     configs: dict[str, Any]  # "train"/"test" -> KernelConfig (each part's own epoch-aligned metrics)
     lanes: dict[str, np.ndarray]
     manifest: dict[str, Any]
+    quoted: Any = None  # the quoted instrument's Events (the exact engine replays them)
 
 
 def experiment_hash(exp) -> str:
@@ -63,6 +64,15 @@ def _split_rows(frames, split) -> int:
     if cut < 2:
         raise InputError(f"the train part has {cut} rows; move the split later", key="split")
     return cut
+
+
+def part_bounds(frames, split) -> dict[str, tuple[int, int]]:
+    """Frame rows ``[lo, hi)`` of the train part and, if any, the test part."""
+    cut = _split_rows(frames, split)
+    bounds = {"train": (0, cut)}
+    if cut < len(frames) - 1:
+        bounds["test"] = (cut, len(frames))
+    return bounds
 
 
 def _slice_rows(rows: dict, lo: int, hi: int) -> dict:
@@ -113,10 +123,8 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
                           inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype)
     rows = rebase_frames(frames, base_tick, dtype)
-    cut = _split_rows(frames, exp.split)
-    bounds = {"train": (0, cut)}
-    if cut < len(frames) - 1:
-        bounds["test"] = (cut, len(frames))
+    bounds = part_bounds(frames, exp.split)
+    cut = bounds["train"][1]
     parts, configs = {}, {}
     for part, (lo, hi) in bounds.items():
         parts[part] = _slice_rows(rows, lo, hi)
@@ -135,7 +143,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
     }
-    return Prepared(exp, frames, config, parts, configs, lanes, manifest)
+    return Prepared(exp, frames, config, parts, configs, lanes, manifest, quoted)
 
 
 def _jsonable(obj):
