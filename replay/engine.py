@@ -23,7 +23,7 @@ from . import loop
 from .latency import LatencyModel, constant_latency, interpolated_latency
 from .queue import queue_code
 from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, A_VOLUME, C_CANCEL_LOST, C_REJECTIONS, F_CAND,
-                    F_EXCH_TS, F_LOCAL_TS, F_LOTS, F_MAKER, F_SIDE, F_TICK, FULL_CLEAR, K_FILLS, K_FILLS_DROPPED,
+                    F_EXCH_TS, F_LOCAL_TS, F_LOTS, F_MAKER, F_ORDER, F_SIDE, F_TICK, FULL_CLEAR, K_FILLS, K_FILLS_DROPPED,
                     K_TS, LIMIT, MARKET, TIFS, Cfg, Data, Sim, new_sim)
 
 # Event kinds and sentinel (mmsweep.sweep.data.events)
@@ -203,7 +203,7 @@ class ReplayResult(NamedTuple):
 
 
 FILL_DTYPE = np.dtype([("lane", "i8"), ("exch_ts", "i8"), ("local_ts", "i8"), ("side", "i1"), ("price", "f8"),
-                       ("qty", "f8"), ("maker", "?")])
+                       ("qty", "f8"), ("maker", "?"), ("order_id", "i8")])
 
 
 # Inputs of the groups, set before workers fork so they inherit them without pickling.
@@ -231,6 +231,7 @@ def _run_group(lo: int, hi: int) -> dict[str, np.ndarray]:
     fills["price"] = f[:, F_TICK] * j["cfg"].tick_size
     fills["qty"] = f[:, F_LOTS] * j["cfg"].lot_size
     fills["maker"] = f[:, F_MAKER] != 0
+    fills["order_id"] = f[:, F_ORDER]
     end_mid = loop.local_mid_ticks(sim, j["cfg"]) * j["cfg"].tick_size
     rec.update(
         mid=mid, fills=fills, dropped=int(sim.cur[K_FILLS_DROPPED]),
@@ -379,6 +380,11 @@ class Backtest:
 
         return bool(cancel(self.sim, self.lat, 0, slot, np.int64(self.now)))
 
+    def order_id(self, slot: int) -> int:
+        from .state import O_ID
+
+        return int(self.sim.ordi[0, slot, O_ID])
+
     def order(self, slot: int) -> dict[str, int]:
         """The order's fields (see :mod:`mmsweep.replay.state`: ``O_*``)."""
         from . import state
@@ -418,6 +424,7 @@ class Backtest:
         out["exch_ts"], out["local_ts"], out["side"] = f[:, F_EXCH_TS], f[:, F_LOCAL_TS], f[:, F_SIDE]
         out["price"], out["qty"], out["maker"] = f[:, F_TICK] * self.tick_size, f[:, F_LOTS] * self.lot_size, \
             f[:, F_MAKER] != 0
+        out["order_id"] = f[:, F_ORDER]
         return out
 
 

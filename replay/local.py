@@ -11,7 +11,7 @@ import numba
 from . import bus
 from .exchange import apply_fill
 from .latency import entry_latency
-from .state import (C_NEXT_ID, C_REJECTIONS, F_CAND, F_EXCH_TS, F_LOCAL_TS, F_LOTS, F_MAKER, F_SIDE, F_TICK,
+from .state import (C_NEXT_ID, C_REJECTIONS, F_CAND, F_EXCH_TS, F_LOCAL_TS, F_LOTS, F_MAKER, F_ORDER, F_SIDE, F_TICK,
                     FLAG_FINISHED, FLAG_MAKER, K_FILLS, K_FILLS_DROPPED, L_DONE, L_FREE, L_LIVE, L_PENDING, LIMIT,
                     M_EXCH_TS, M_FLAG, M_ID, M_KIND, M_LOTS, M_SLOT, M_TICK, MSG_ACK, MSG_CANCEL,
                     MSG_CANCEL_REJECTED, MSG_CANCELED, MSG_EXPIRED, MSG_FILL, MSG_NEW, MSG_REJECTED, O_ID,
@@ -44,6 +44,7 @@ def on_response(sim, cfg, c, m, ts):
             f[F_TICK] = m[M_TICK]
             f[F_LOTS] = m[M_LOTS]
             f[F_MAKER] = 1 if maker else 0
+            f[F_ORDER] = o[O_ID]
             sim.cur[K_FILLS] = k + 1
         else:
             sim.cur[K_FILLS_DROPPED] += 1

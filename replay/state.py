@@ -113,7 +113,8 @@ F_SIDE = 3
 F_TICK = 4
 F_LOTS = 5
 F_MAKER = 6
-F_FIELDS = 7
+F_ORDER = 7  # order id
+F_FIELDS = 8
 
 FULL_CLEAR = -(1 << 62)  # ``idx`` of a CLEAR row that wipes the whole side
 

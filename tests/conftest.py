@@ -1,12 +1,27 @@
 """Shared fixtures.  Real captures are read from ../shared/data (never copied here)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _numba_cache_dir() -> str:
+    # numba's on-disk cache is keyed on each function's own file, but a cached function embeds
+    # the (inlined) code of functions from other files: after editing one module, callers in
+    # other modules would run stale code.  Key the cache on all of the package's sources.
+    digest = hashlib.sha256()
+    for path in sorted(REPO_ROOT.glob("*/**/*.py")):
+        if "tests" not in path.parts and "bench" not in path.parts:
+            digest.update(path.read_bytes())
+    return str(Path.home() / ".cache" / "mmsweep" / "numba" / digest.hexdigest()[:16])
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", _numba_cache_dir())
+
+import pytest  # noqa: E402
 
 
 def shared_data_dir() -> Path:
