@@ -29,10 +29,10 @@ import numba
 import numpy as np
 
 from . import bus, queue
-from .book import BEST_ASK, BEST_BID, clear_side, set_level
+from .book import BEST_ASK, BEST_BID
 from .latency import response_latency
 from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, A_VOLUME, C_CANCEL_LOST, C_REJECTIONS, C_RESTING,
-                    FLAG_FINISHED, FLAG_MAKER, FULL_CLEAR, K_MAX_BUY, K_MIN_SELL, K_REF_ASK, K_REF_BID, K_RESTING, LIMIT, MSG_ACK, MSG_CANCEL,
+                    FLAG_FINISHED, FLAG_MAKER, K_MAX_BUY, K_MIN_SELL, K_REF_ASK, K_REF_BID, K_RESTING, LIMIT, MSG_ACK, MSG_CANCEL,
                     MSG_CANCEL_REJECTED, MSG_CANCELED, MSG_EXPIRED, MSG_FILL, MSG_NEW, O_ID, O_LEAVES, O_SIDE,
                     O_TICK, O_TIF, O_TYPE, O_XST, TIF_FOK, TIF_GTC, TIF_GTX, TIF_IOC, TO_BOT, X_DONE, X_RESTING,
                     M_ID, M_KIND, M_SLOT)
@@ -99,7 +99,7 @@ def _respond(sim, lat, c, s, kind, ts):
 # ------------------------------------------------------------------------------ market events
 
 @numba.njit(cache=True)
-def _cross(sim, cfg, lat, ts):
+def cross(sim, cfg, lat, ts):
     """Fill resting orders the opposite best has crossed since the last check."""
     best_bid = sim.xbest[BEST_BID]
     best_ask = sim.xbest[BEST_ASK]
@@ -134,7 +134,7 @@ def _cross(sim, cfg, lat, ts):
 
 
 @numba.njit(cache=True)
-def _trade(sim, cfg, lat, aggressor, tick, qty, ts):
+def trade(sim, cfg, lat, aggressor, tick, qty, ts):
     """A trade: a buyer-aggressor trade can fill resting sells, a seller-aggressor one buys."""
     if aggressor == 0:
         return
@@ -156,7 +156,7 @@ def _trade(sim, cfg, lat, aggressor, tick, qty, ts):
 
 
 @numba.njit(cache=True)
-def _depth_queues(sim, cfg, side, tick, prev_qty, new_qty):
+def depth_queues(sim, cfg, side, tick, prev_qty, new_qty):
     for c in range(sim.ordi.shape[0]):
         if sim.count[c, C_RESTING] == 0:
             continue
@@ -164,39 +164,6 @@ def _depth_queues(sim, cfg, side, tick, prev_qty, new_qty):
             o = sim.ordi[c, s]
             if o[O_XST] == X_RESTING and o[O_SIDE] == side and o[O_TICK] == tick:
                 queue.on_depth(cfg.queue_kind, cfg.queue_n, sim.queue[c], s, prev_qty, new_qty)
-
-
-@numba.njit(cache=True, inline="always")
-def on_market_row(sim, cfg, lat, data, i):
-    """Apply exchange-ordered row ``i`` to the matching engine (all candidates)."""
-    kind = data.x_kind[i]
-    ts = data.x_ts[i]
-    half_lot = 0.5 * cfg.lot_size
-    if kind == DEPTH or kind == SNAPSHOT:
-        side = data.x_side[i]
-        idx = data.x_idx[i]
-        new_qty = data.x_qty[i]
-        prev = set_level(sim.xbid, sim.xask, sim.xbest, side, idx, new_qty, half_lot)
-        resting_here = sim.rest_bid[idx] if side > 0 else sim.rest_ask[idx]
-        if cfg.queue_kind != queue.NONE and resting_here > 0:
-            _depth_queues(sim, cfg, side, idx + cfg.book_base, prev, new_qty)
-    elif kind == CLEAR:
-        idx = data.x_idx[i]
-        clear_side(sim.xbid, sim.xask, sim.xbest, data.x_side[i], idx, idx == FULL_CLEAR)
-    elif kind == TRADE and sim.cur[K_RESTING] > 0:
-        _trade(sim, cfg, lat, data.x_side[i], data.x_idx[i] + cfg.book_base, data.x_qty[i], ts)
-    if (not cfg.cross_per_message) or data.x_msg_end[i]:
-        # the cheap test inline; the order scan only when a best moved towards the orders
-        best_bid = sim.xbest[BEST_BID]
-        best_ask = sim.xbest[BEST_ASK]
-        rose = best_bid >= 0 and best_bid > sim.cur[K_REF_BID]
-        fell = best_ask < sim.xbid.shape[0] and best_ask < sim.cur[K_REF_ASK]
-        if (rose and best_bid + cfg.book_base >= sim.cur[K_MIN_SELL]) or (
-                fell and best_ask + cfg.book_base <= sim.cur[K_MAX_BUY]):
-            _cross(sim, cfg, lat, ts)
-        else:
-            sim.cur[K_REF_BID] = best_bid
-            sim.cur[K_REF_ASK] = best_ask
 
 
 # ------------------------------------------------------------------------------ requests

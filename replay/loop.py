@@ -16,27 +16,25 @@ import numpy as np
 
 from . import bus
 from .book import BEST_ASK, BEST_BID, clear_side, set_level
-from .exchange import CLEAR, DEPTH, SNAPSHOT, on_market_row, on_request
+from .exchange import CLEAR, DEPTH, SNAPSHOT, TRADE, cross, depth_queues, on_request, trade
+from .queue import NONE as NO_QUEUE
 from .local import clear_finished, maintain_grid, on_response
-from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, FULL_CLEAR, K_EXCH_ROW, K_LOCAL_ROW, K_NEXT_REQ, K_NEXT_RESP,
-                    K_TS, TO_BOT, TO_EXCH)
+from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, FULL_CLEAR, K_EXCH_ROW, K_LOCAL_ROW, K_MAX_BUY, K_MIN_SELL,
+                    K_NEXT_REQ, K_NEXT_RESP, K_REF_ASK, K_REF_BID, K_RESTING, K_TS, TO_BOT, TO_EXCH)
 
 NEVER = bus.NEVER
 
 
-@numba.njit(cache=True, inline="always")
-def _local_row(sim, cfg, data, i):
-    kind = data.l_kind[i]
-    if kind == DEPTH or kind == SNAPSHOT:
-        set_level(sim.lbid, sim.lask, sim.lbest, data.l_side[i], data.l_idx[i], data.l_qty[i], 0.5 * cfg.lot_size)
-    elif kind == CLEAR:
-        idx = data.l_idx[i]
-        clear_side(sim.lbid, sim.lask, sim.lbest, data.l_side[i], idx, idx == FULL_CLEAR)
-
-
 @numba.njit(cache=True)
 def advance(sim, cfg, lat, data, target):
-    """Process everything stamped ``<= target``; the clock then reads ``target``."""
+    """Process everything stamped ``<= target``; the clock then reads ``target``.
+
+    The per-row work is written out here rather than called: a call that passes the state
+    costs more than the row (reference counts of every array in it), so only the rare work
+    (orders to scan, messages to deliver) is in called functions.
+    """
+    half_lot = 0.5 * cfg.lot_size
+    n_ticks = sim.xbid.shape[0]
     n_local = data.l_ts.shape[0]
     n_exch = data.x_ts.shape[0]
     n_cand = sim.ordi.shape[0]
@@ -52,7 +50,12 @@ def advance(sim, cfg, lat, data, target):
             break
         sim.cur[K_TS] = t
         if t_local == t:
-            _local_row(sim, cfg, data, li)
+            kind = data.l_kind[li]
+            if kind == DEPTH or kind == SNAPSHOT:
+                set_level(sim.lbid, sim.lask, sim.lbest, data.l_side[li], data.l_idx[li], data.l_qty[li], half_lot)
+            elif kind == CLEAR:
+                idx = data.l_idx[li]
+                clear_side(sim.lbid, sim.lask, sim.lbest, data.l_side[li], idx, idx == FULL_CLEAR)
             sim.cur[K_LOCAL_ROW] = li + 1
         elif t_resp == t:
             for c in range(n_cand):
@@ -60,7 +63,33 @@ def advance(sim, cfg, lat, data, target):
                     on_response(sim, cfg, c, bus.pop(sim, TO_BOT, c), t)
             bus.refresh(sim, TO_BOT)
         elif t_exch == t:
-            on_market_row(sim, cfg, lat, data, xi)
+            # a market row at the exchange (all candidates)
+            kind = data.x_kind[xi]
+            if kind == DEPTH or kind == SNAPSHOT:
+                side = data.x_side[xi]
+                idx = data.x_idx[xi]
+                new_qty = data.x_qty[xi]
+                prev = set_level(sim.xbid, sim.xask, sim.xbest, side, idx, new_qty, half_lot)
+                resting_here = sim.rest_bid[idx] if side > 0 else sim.rest_ask[idx]
+                if cfg.queue_kind != NO_QUEUE and resting_here > 0:
+                    depth_queues(sim, cfg, side, idx + cfg.book_base, prev, new_qty)
+            elif kind == CLEAR:
+                idx = data.x_idx[xi]
+                clear_side(sim.xbid, sim.xask, sim.xbest, data.x_side[xi], idx, idx == FULL_CLEAR)
+            elif kind == TRADE and sim.cur[K_RESTING] > 0:
+                trade(sim, cfg, lat, data.x_side[xi], data.x_idx[xi] + cfg.book_base, data.x_qty[xi], t)
+            if (not cfg.cross_per_message) or data.x_msg_end[xi]:
+                # the order scan only when a best moved onto a resting order's side of the book
+                best_bid = sim.xbest[BEST_BID]
+                best_ask = sim.xbest[BEST_ASK]
+                rose = best_bid >= 0 and best_bid > sim.cur[K_REF_BID]
+                fell = best_ask < n_ticks and best_ask < sim.cur[K_REF_ASK]
+                if (rose and best_bid + cfg.book_base >= sim.cur[K_MIN_SELL]) or (
+                        fell and best_ask + cfg.book_base <= sim.cur[K_MAX_BUY]):
+                    cross(sim, cfg, lat, t)
+                else:
+                    sim.cur[K_REF_BID] = best_bid
+                    sim.cur[K_REF_ASK] = best_ask
             sim.cur[K_EXCH_ROW] = xi + 1
         else:
             for c in range(n_cand):
