@@ -52,7 +52,7 @@ from .data.events import TRADE, Events, Instrument
 from .errors import InputError
 from .features import FeatureSpec, compute_feature
 
-FRAMES_VERSION = 1
+FRAMES_VERSION = 2
 NO_FILL_BUY = NO_ASK  # a buy fills iff tick >= buy_fill: never
 NO_FILL_SELL = NO_BID  # a sell fills iff tick <= sell_fill: never
 
@@ -245,8 +245,10 @@ def _value_at(ts: np.ndarray, values: np.ndarray, at: np.ndarray, empty: int) ->
 def _arrivals(local_ts: np.ndarray, ack_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Split point and live-decision lags per row (see the module docstring)."""
     n_rows = len(local_ts) - 1
-    # Decision d is live in row r's window a iff it is the last one with ack <= local_ts[r].
-    live_a = np.searchsorted(ack_ts, local_ts[:-1], side="right") - 1
+    # Decision d is live in row r's window a iff it is the last one with ack < local_ts[r]; one
+    # arriving exactly at local_ts[r] (zero latency, or a latency a multiple of the interval)
+    # arrives in row r, after an empty window a.
+    live_a = np.searchsorted(ack_ts, local_ts[:-1], side="left") - 1
     # An arrival exactly at local_ts[r+1] belongs to the next row (its window a), not to an
     # empty window b here.
     live_end = np.searchsorted(ack_ts, local_ts[1:], side="left") - 1
