@@ -193,6 +193,28 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
     return run_dir
 
 
+@main.command("verify")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--top", "top_k", type=int, default=None,
+              help="Best feasible lanes (by rank) to replay (default: the experiment's verify.top_k).")
+@click.option("--sample", type=int, default=None,
+              help="Random other lanes to replay (default: the experiment's verify.sample).")
+@click.option("--seed", type=int, default=None, help="Seed of the random sample (default: verify.seed).")
+@click.option("--part", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Which part of the data to replay.")
+@click.option("--processes", type=int, default=None,
+              help="Exact-engine worker processes, 0 = one per CPU (default: verify.processes).")
+def verify_cmd(run_dir, top_k, sample, seed, part, processes) -> None:
+    """Replay RUN_DIR's top lanes and a random sample on the exact engine; report the agreement."""
+    from .verify import verify_run
+
+    summary = verify_run(run_dir, top_k=top_k, sample=sample, seed=seed, part=part, processes=processes,
+                         log=lambda m: click.echo(m, err=True), report=lambda m: click.echo("\n" + m))
+    click.echo("\nwritten:")
+    for path in summary["files"].values():
+        click.echo(f"  {path}")
+
+
 @main.command()
 @click.option("--hours", type=float, default=None, help="Synthetic market length (default: the demo experiment's).")
 @click.option("--out", "out_root", type=click.Path(file_okay=False), default="runs", show_default=True)

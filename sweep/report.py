@@ -1,0 +1,130 @@
+"""Figures of a run folder (PNG, matplotlib's Agg canvas: no display, no global backend change).
+
+``verify_scatter``: fast kernel vs exact engine, one panel per metric, y = x line, the top-K
+lanes highlighted.  ``verify_curves``: equity and inventory over time of a few lanes, fast and
+exact overlaid.  Both take plain arrays (see :mod:`mmsweep.sweep.verify` for the caller).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+#: quote currencies recognised at the end of a symbol (longest first)
+_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "BTC", "ETH")
+
+_FAST = "#1f77b4"  # fast kernel
+_EXACT = "#d62728"  # exact engine
+_TOP = "#ff7f0e"
+_SAMPLE = "#7f7f7f"
+
+
+def currency_units(symbol: str) -> tuple[str, str]:
+    """``(quote currency, qty unit)`` of an exchange symbol: ``BTCUSDT`` -> ``("USDT", "BTC")``;
+    generic names when the symbol does not end with a known quote currency."""
+    sym = (symbol or "").upper().replace("-", "").replace("_", "").replace("/", "")
+    for quote in _QUOTES:
+        if sym.endswith(quote) and len(sym) > len(quote):
+            return quote, sym[: -len(quote)]
+    return "quote ccy", "qty units"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    fig.savefig(path, format="png")  # explicit: callers write to temporary names first
+    return path
+
+
+def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.ndarray, title: str) -> Path:
+    """Fast vs exact scatter, one panel per entry of ``panels``.
+
+    Args:
+        path: PNG to write.
+        panels: dicts with ``fast``, ``exact`` ([n] arrays, NaN allowed: not drawn, counted in
+            the panel's note), ``label`` (axis text with units), ``title`` (panel title).
+        top: [n] bool, the lanes selected as the sweep's top K (highlighted).
+        title: figure title.
+    """
+    top = np.asarray(top, bool)
+    fig = _figure(6.0 * len(panels), 5.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        fast = np.asarray(panel["fast"], np.float64)
+        exact = np.asarray(panel["exact"], np.float64)
+        ok = np.isfinite(fast) & np.isfinite(exact)
+        for mask, color, marker, label, z in ((ok & ~top, _SAMPLE, "o", "random sample", 2),
+                                              (ok & top, _TOP, "D", "sweep's top K", 3)):
+            if mask.any():
+                ax.scatter(fast[mask], exact[mask], s=30, c=color, marker=marker, alpha=0.8, edgecolors="black",
+                           linewidths=0.4, label=f"{label} ({int(mask.sum())})", zorder=z)
+        if ok.any():
+            lo = float(min(fast[ok].min(), exact[ok].min()))
+            hi = float(max(fast[ok].max(), exact[ok].max()))
+            pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="black", lw=1, label="y = x", zorder=1)
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+        else:
+            ax.text(0.5, 0.5, "no lane with finite values on both sides", ha="center", va="center",
+                    transform=ax.transAxes)
+        dropped = int((~ok).sum())
+        if dropped:
+            ax.text(0.99, 0.01, f"{dropped} lane(s) with NaN not shown", ha="right", va="bottom", fontsize=8,
+                    transform=ax.transAxes, color="dimgray")
+        ax.set_xlabel(f"fast kernel: {panel['label']}")
+        ax.set_ylabel(f"exact engine: {panel['label']}")
+        ax.set_title(panel["title"], fontsize=11)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def verify_curves(path: str | os.PathLike, minutes: np.ndarray, *, fast_equity: np.ndarray,
+                  exact_equity: np.ndarray, fast_position: np.ndarray, exact_position: np.ndarray,
+                  titles: Sequence[str], quote: str, qty_unit: str, part: str, title: str) -> Path:
+    """Equity (top row) and inventory (bottom row) of a few lanes, fast and exact overlaid.
+
+    Args:
+        path: PNG to write.
+        minutes: [T] time of each decision, minutes from the part's start.
+        fast_equity, exact_equity, fast_position, exact_position: [n, T] (quote currency; qty units).
+        titles: [n] column titles (lane, rank, parameters).
+        quote, qty_unit: unit names for the axis labels.
+        part: ``train`` / ``test`` (axis label).
+        title: figure title.
+    """
+    n = len(titles)
+    title_lines = max((t.count("\n") + 1 for t in titles), default=1)
+    fig = _figure(max(4.6 * n, 6.0), 6.8 + 0.2 * title_lines)
+    axes = fig.subplots(2, n, squeeze=False, sharex="col")
+    x = np.asarray(minutes, np.float64)
+    for j in range(n):
+        top_ax, bottom_ax = axes[0, j], axes[1, j]
+        top_ax.plot(x, fast_equity[j], color=_FAST, lw=1.3, label="fast kernel")
+        top_ax.plot(x, exact_equity[j], color=_EXACT, lw=1.1, ls="--", label="exact engine")
+        bottom_ax.step(x, fast_position[j], where="post", color=_FAST, lw=1.3, label="fast kernel")
+        bottom_ax.step(x, exact_position[j], where="post", color=_EXACT, lw=1.1, ls="--", label="exact engine")
+        top_ax.set_title(titles[j], fontsize=9.5)
+        bottom_ax.set_xlabel(f"minutes from {part} start")
+        for ax in (top_ax, bottom_ax):
+            ax.grid(True, alpha=0.3)
+            ax.axhline(0.0, color="black", lw=0.6, alpha=0.5)
+        top_ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        if j == 0:
+            top_ax.set_ylabel(f"equity ({quote}, marked to mid, after fees)")
+            bottom_ax.set_ylabel(f"inventory ({qty_unit}, signed)")
+            top_ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
