@@ -19,7 +19,8 @@ def _numba_cache_dir() -> str:
     return str(Path.home() / ".cache" / "mmsweep" / "numba" / digest.hexdigest()[:16])
 
 
-os.environ.setdefault("NUMBA_CACHE_DIR", _numba_cache_dir())
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    os.environ["NUMBA_CACHE_DIR"] = _numba_cache_dir()
 
 import pytest  # noqa: E402
 
