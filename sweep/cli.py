@@ -234,7 +234,8 @@ def demo(hours, out_root) -> None:
                                   data=dataclasses.replace(exp.data, synthetic={**exp.data.synthetic, "hours": hours}))
     click.echo(f"demo: {path.name} -- {exp.description}", err=True)
     run_dir = _run_and_report(exp, out_root, True, 10)
-    click.echo("\nNext: open results.parquet with polars, edit a copy of experiments/demo.yaml "
+    click.echo(f"\nNext: `mmsweep verify {run_dir}` re-checks the best lanes on the exact event-replay engine; "
+               "open results.parquet with polars, edit a copy of experiments/demo.yaml "
                "(axes, policy, fill model) and `mmsweep run` it, or point data at a real capture as in "
                f"experiments/real_btcusdt_apt.yaml.  Run folder: {run_dir}")
 
