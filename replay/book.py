@@ -23,6 +23,12 @@ BEST_ASK = 1
 REPAIRS = 2
 
 
+def price_to_ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
+    """Nearest integer tick (halves away from zero, as hftbacktest's ``tick()``)."""
+    scaled = np.asarray(price, dtype=np.float64) / tick_size
+    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+
+
 @numba.njit(cache=True)
 def new_best(n_ticks):
     """``[best_bid, best_ask, repairs]`` of an empty book with ``n_ticks`` levels a side."""

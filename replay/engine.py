@@ -13,13 +13,13 @@ contract size 1], cross test per whole message [yes].  No market impact.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from . import loop
+from .book import price_to_ticks
 from .latency import LatencyModel, constant_latency, interpolated_latency
 from .queue import queue_code
 from .state import (A_BALANCE, A_FEE, A_TRADES, A_VALUE, A_VOLUME, C_CANCEL_LOST, C_REJECTIONS, F_CAND,
@@ -99,11 +99,6 @@ class ReplayConfig:
         return out
 
 
-def _ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
-    scaled = price / tick_size
-    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
-
-
 def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, roi: float = 0.1
                ) -> tuple[Data, int, int]:
     """The engine's view of an event table (``EVENT_DTYPE``, any order): ``(data, book_base,
@@ -136,7 +131,7 @@ def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, roi: flo
     price = table["price"].astype(np.float64)
     finite = np.isfinite(price)
     ticks = np.zeros(len(table), np.int64)
-    ticks[finite] = _ticks(price[finite], tick_size)
+    ticks[finite] = price_to_ticks(price[finite], tick_size)
     priced = finite & (kind != _CLEAR)
     if not priced.any():
         raise ValueError("no priced rows in the event table")
@@ -367,7 +362,7 @@ class Backtest:
         """Send a new order now; returns its slot.  ``side`` +1 buy / -1 sell."""
         from .local import submit
 
-        tick = int(_ticks(np.array([price]), self.tick_size)[0]) if not market else 0
+        tick = int(price_to_ticks(np.array([price]), self.tick_size)[0]) if not market else 0
         lots = int(round(qty / self.lot_size))
         slot = submit(self.sim, self.lat, 0, side, tick, lots, TIFS[tif], MARKET if market else LIMIT,
                       np.int64(self.now))
@@ -427,6 +422,3 @@ class Backtest:
         out["order_id"] = f[:, F_ORDER]
         return out
 
-
-def default_processes() -> int:
-    return max(1, (os.cpu_count() or 1))

@@ -118,7 +118,7 @@ def test_t7_interpolated_latency_and_rejection() -> None:
     assert bt.order(slot)["lst"] == S.L_LIVE
     bt.goto(15000)
     slot = bt.submit(BUY, 99.0, 1.0)
-    # rejected before the exchange; the bot hears at 15000 + (1500 + 500) = 17000... interpolated
+    # rejected before the exchange: the bot hears of it after the interpolated resp - req
     wait = -entry_latency(bt.lat, 15000)
     bt.goto(15000 + wait - 1)
     assert bt.order(slot)["lst"] == S.L_PENDING

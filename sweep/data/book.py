@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from ..errors import InputError
-from ...replay.book import BEST_ASK, BEST_BID, REPAIRS, clear_side, new_best, set_level
+from ...replay.book import BEST_ASK, BEST_BID, REPAIRS, clear_side, new_best, price_to_ticks, set_level  # noqa: F401
 from .events import BBO, CLEAR, DEPTH, SNAPSHOT
 
 NO_BID = np.iinfo(np.int64).min // 4
@@ -55,12 +55,6 @@ class BookReplay:
     ask_ticks: np.ndarray
     ask_qty: np.ndarray
     crossed_repairs: int
-
-
-def price_to_ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
-    """Nearest integer tick (halves away from zero, as hftbacktest's ``tick()``)."""
-    scaled = np.asarray(price, dtype=np.float64) / tick_size
-    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
 
 
 @numba.njit(cache=True)
