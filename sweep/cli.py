@@ -189,8 +189,20 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
                f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by train "
                f"{exp.objective.metric}:")
     click.echo(top_table(results, exp, top))
+    _print_findings(run_dir, results, exp)
     click.echo(f"\nrun folder: {run_dir} (results.parquet, config.json, manifest.json)")
     return run_dir
+
+
+def _print_findings(run_dir: Path, results, exp) -> None:
+    from .diagnostics import findings, format_findings
+
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    found = findings(results, exp, manifest)
+    if found:
+        click.echo("")
+        click.echo(click.style(format_findings(found), fg="yellow"))
 
 
 @main.command("verify")
@@ -212,6 +224,34 @@ def verify_cmd(run_dir, top_k, sample, seed, part, processes) -> None:
                          log=lambda m: click.echo(m, err=True), report=lambda m: click.echo("\n" + m))
     click.echo("\nwritten:")
     for path in summary["files"].values():
+        click.echo(f"  {path}")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--top", type=int, default=5, show_default=True, help="Top lanes (distinct outcomes) shown in detail.")
+@click.option("--no-exact", is_flag=True, help="Skip the exact-engine replay of the top lanes (no fills, markouts).")
+def report_cmd(run_dir, top, no_exact) -> None:
+    """Write RUN_DIR/report/index.html: warnings, heatmaps, stats, curves, markouts, verify."""
+    from .report_html import build_report
+
+    page = build_report(run_dir, top=top, exact=not no_exact, log=lambda m: click.echo(m, err=True))
+    click.echo(f"report: {page}")
+
+
+@main.command("show")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--lane", type=int, required=True, help="Lane id (the results' `lane` column).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Plot folder (default: RUN_DIR/lanes).")
+@click.option("--no-exact", is_flag=True, help="Fast kernel only (no exact-engine replay).")
+def show_cmd(run_dir, lane, out_dir, no_exact) -> None:
+    """Print one lane's stats table (train/test, fast/exact) and write its plots."""
+    from .report_html import show_lane
+
+    text, files = show_lane(run_dir, lane, out_dir=out_dir, exact=not no_exact, log=lambda m: click.echo(m, err=True))
+    click.echo(text)
+    click.echo("\nwritten:")
+    for path in files:
         click.echo(f"  {path}")
 
 
