@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import InputError
+from .limits import MAX_LATENCY_MS
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -38,8 +40,50 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
-            sys.exit(2)
+            _fail(str(exc))
+        except OSError as exc:  # a folder that is read-only or a file, a full disk: the user's to fix
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}")
+        except MemoryError:
+            _fail("out of memory; a smaller sweep (fewer lanes per chunk: run.chunk_lanes), a shorter span or a "
+                  "longer interval needs less")
+
+
+def _fail(message: str) -> None:
+    click.echo(click.style(f"error: {message}", fg="red"), err=True)
+    sys.exit(2)
+
+
+class _Number(click.ParamType):
+    """A finite float option (``nan``/``inf`` refused), optionally bounded; a bad value is a
+    one-line ``error:`` naming the option."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, *, open_low: bool = False, high: float | None = None) -> None:
+        self.low, self.open_low, self.high = low, open_low, high
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float) and math.isfinite(value):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+        name = param.opts[0] if param is not None and param.opts else "value"
+        rng = [f"{'>' if self.open_low else '>='} {self.low:g}"] if self.low is not None else []
+        rng += [f"<= {self.high:g}"] if self.high is not None else []
+        bad = (not math.isfinite(number) or (self.low is not None and (number < self.low or (self.open_low and number
+               == self.low))) or (self.high is not None and number > self.high))
+        if bad:
+            raise InputError(f"must be a finite number{' ' + ' and '.join(rng) if rng else ''}, got {value!r}",
+                             source=name)
+        return number
+
+
+_POSITIVE = _Number(0.0, open_low=True)
+_NON_NEGATIVE = _Number(0.0)
 
 
 @click.group(cls=_Group)
@@ -61,8 +105,8 @@ def _reader_options(tick_size, lot_size, symbol) -> dict:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["binance", "tardis", "hftbacktest", "mmsweep"]),
               help="Source format (default: detected from the file).")
-@click.option("--tick-size", type=float, help="Price tick (default: from the data or inferred).")
-@click.option("--lot-size", type=float, help="Quantity lot (default: from the data or inferred).")
+@click.option("--tick-size", type=_POSITIVE, help="Price tick (default: from the data or inferred).")
+@click.option("--lot-size", type=_POSITIVE, help="Quantity lot (default: from the data or inferred).")
 @click.option("--symbol", help="Symbol to keep when a file holds several.")
 @click.option("--merge", is_flag=True, help="Merge the Tardis files into one source (trades + book/quotes).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -85,9 +129,10 @@ def inspect_cmd(files, fmt, tick_size, lot_size, symbol, merge, as_json) -> None
 
 
 @data.command("synth")
-@click.option("--hours", type=float, default=1.0, show_default=True, help="Length of the market (hours).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
-@click.option("--lead-lag-ms", type=float, default=None, help="How far spot leads futures (ms).")
+@click.option("--hours", type=_POSITIVE, default=1.0, show_default=True, help="Length of the market (hours).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed (same seed, same data).")
+@click.option("--lead-lag-ms", type=_NON_NEGATIVE, default=None, help="How far spot leads futures (ms).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
 def synth_cmd(hours, seed, lead_lag_ms, out_dir) -> None:
     """Generate the synthetic futures + spot market into OUT (one .npz per instrument)."""
@@ -104,17 +149,23 @@ def synth_cmd(hours, seed, lead_lag_ms, out_dir) -> None:
 
 @data.command("frames")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--interval-ms", type=float, default=100.0, show_default=True, help="Decision interval (ms).")
-@click.option("--latency-ms", type=float, default=10.0, show_default=True, help="Constant entry latency (ms).")
+@click.option("--interval-ms", type=_POSITIVE, default=100.0, show_default=True, help="Decision interval (ms).")
+@click.option("--latency-ms", type=_Number(0.0, high=MAX_LATENCY_MS), default=10.0, show_default=True,
+              help="Constant entry latency (ms).")
 @click.option("--latency-file", type=click.Path(dir_okay=False),
               help="hftbacktest order-latency .npz (overrides --latency-ms).")
 @click.option("--feature", "features", multiple=True,
               help="Feature as kind[:key=value,...], e.g. mid_return:lag_s=1 or imbalance:levels=5.")
-@click.option("--tick-size", type=float)
-@click.option("--lot-size", type=float)
+@click.option("--tick-size", type=_POSITIVE)
+@click.option("--lot-size", type=_POSITIVE)
 @click.option("--symbol")
+@click.option("--stale-after-s", type=_POSITIVE, default=60.0, show_default=True,
+              help="A book unchanged for longer than this (s) is stale at a decision: such rows are flagged.")
+@click.option("--on-stale", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
+              help="What a stale source does: a warning, or an error.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Also write the frames to this .npz.")
-def frames_cmd(files, interval_ms, latency_ms, latency_file, features, tick_size, lot_size, symbol, out) -> None:
+def frames_cmd(files, interval_ms, latency_ms, latency_file, features, tick_size, lot_size, symbol, stale_after_s,
+               on_stale, out) -> None:
     """Build (or load from cache) the decision frames of FILES and print their summary."""
     from .data.loader import load_events
     from .frames import FrameSpec, LatencySpec, build_frames, save_frames
@@ -125,8 +176,9 @@ def frames_cmd(files, interval_ms, latency_ms, latency_file, features, tick_size
         from .data.hftnpz import read_order_latency
 
         latency = LatencySpec(rows=read_order_latency(latency_file), source=str(latency_file))
-    spec = FrameSpec(interval_ns=int(round(interval_ms * 1e6)), latency=latency,
-                     features=tuple(_parse_feature(f) for f in features))
+    spec = FrameSpec(interval_ns=max(1, int(round(interval_ms * 1e6))), latency=latency,
+                     features=tuple(_parse_feature(f) for f in features),
+                     stale_after_ns=int(round(stale_after_s * 1e9)), on_stale=on_stale)
     with _Step(f"building frames of {events.source}"):
         frames = build_frames(events, spec)
     _print_frames(frames)
@@ -143,7 +195,18 @@ def _parse_feature(text: str):
         key, eq, value = item.partition("=")
         if not eq:
             raise InputError(f"feature option {item!r} is not key=value", key="--feature")
-        spec[key] = value if key == "instrument" else (int(value) if value.isdigit() else float(value))
+        if key == "instrument":
+            spec[key] = value
+        elif value.isdigit():
+            spec[key] = int(value)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise InputError(f"feature option {item!r}: {key} must be a finite number", source="--feature")
+            spec[key] = number
     return FeatureSpec.parse(spec, where="--feature")
 
 
@@ -157,6 +220,9 @@ def _print_frames(frames) -> None:
                f"({'cache hit' if m.get('cache_hit') else 'built'}; key {m.get('cache_key')})")
     click.echo(f"  spread: one tick {100 * np.mean(spread == 1):.1f} % of rows; max lag {m['max_lag']} rows; "
                f"superseded arrivals {m['superseded_arrivals']}; rejected-entry rows {m['entry_rejected_rows']}")
+    if "stale" in c:
+        click.echo(f"  stale rows (book unchanged for more than {frames.spec.get('stale_after_ns', 0) / 1e9:g} s): "
+                   f"{int(np.sum(c['stale'])):,} ({100 * np.mean(c['stale']):.1f} %)")
     fills_b = np.mean(c["buy_fill_b"] <= c["bid"])
     click.echo(f"  a resting buy at the local best bid would fill in window b of {100 * fills_b:.1f} % of rows")
     for name in frames.feature_names:
@@ -169,7 +235,7 @@ def _print_frames(frames) -> None:
 @click.argument("experiment", type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "out_root", type=click.Path(file_okay=False), help="Runs folder (default: the experiment's run.out).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: only missing chunks are computed.")
-@click.option("--top", type=int, default=10, show_default=True, help="Rows of the printed top table.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Rows of the printed top table.")
 def run_cmd(experiment, out_root, resume, top) -> None:
     """Sweep EXPERIMENT (a YAML file) and write its run folder."""
     from .config import load_experiment
@@ -256,7 +322,7 @@ def show_cmd(run_dir, lane, out_dir, no_exact) -> None:
 
 
 @main.command()
-@click.option("--hours", type=float, default=None, help="Synthetic market length (default: the demo experiment's).")
+@click.option("--hours", type=_POSITIVE, default=None, help="Synthetic market length (default: the demo experiment's).")
 @click.option("--out", "out_root", type=click.Path(file_okay=False), default="runs", show_default=True)
 def demo(hours, out_root) -> None:
     """Sweep the bundled demo experiment on the embedded synthetic market."""

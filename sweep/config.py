@@ -20,6 +20,9 @@ Schema (defaults shown; "required" keys have none)::
                                   # format/tick_size/lot_size/symbol optional (detected/inferred)
       quoted: futures             # the instrument quoted; the others are signal instruments.
                                   # Default: futures (synthetic), the only one (files)
+      stale_after_s: 60           # a book unchanged this long at a decision is stale: frames
+                                  # flag those rows and a warning says how many
+      on_stale: warn              # warn | error (stop when any source is stale)
     interval_ms: 100              # decision interval (ms)
     latency: {entry_ms: 10}       # constant order-entry latency (ms), or {file: order_latency.npz}
                                   # (hftbacktest order-latency rows, interpolated)
@@ -94,6 +97,7 @@ from .features import KINDS as FEATURE_KINDS
 from .features import FeatureSpec
 from .features import _PARAMS as _FEATURE_PARAMS
 from .frames import FrameSpec, LatencySpec
+from .limits import MAX_LATENCY_MS
 
 # --------------------------------------------------------------------------------------------
 # Policy registry: what the experiment may set for each quoting policy.  It mirrors the PARAMS
@@ -294,6 +298,12 @@ METRICS: dict[str, bool] = {
 }
 #: Largest grid axis (its values are held in the config); samples are bounded by grids.MAX_LANES only.
 MAX_AXIS_VALUES = 1_000_000
+# Bounds of values whose size reaches an allocation or an int64 (beyond them a number is a typo,
+# and the error says so instead of an overflow or an out-of-memory far downstream).
+MAX_SPAN_S = 366 * 86_400.0  # intervals, resample periods, feature windows: at most a year
+MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
+MAX_FEE_BPS = 1_000.0  # 10 % of traded value
+MAX_QUEUE_N = 20.0
 FILL_MODELS = ("cross", "touch")
 DTYPES = ("float32", "float64")
 DATA_SOURCES = ("synthetic", "files")
@@ -339,6 +349,8 @@ class DataConfig:
     quoted: str
     synthetic: dict[str, Any] | None = None
     files: dict[str, FileSource] | None = None
+    stale_after_s: float = 60.0  # a book unchanged this long (s) is stale at a decision
+    on_stale: str = "warn"  # warn | error
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -554,7 +566,8 @@ class Experiment:
 
     def frame_spec(self) -> FrameSpec:
         """Interval, latency (reads the latency file, if any) and features for :func:`build_frames`."""
-        return FrameSpec(interval_ns=self.interval_ns, latency=self.latency.spec(), features=self.features)
+        return FrameSpec(interval_ns=self.interval_ns, latency=self.latency.spec(), features=self.features,
+                         stale_after_ns=int(round(self.data.stale_after_s * 1e9)), on_stale=self.data.on_stale)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration (defaults filled, paths absolute), plain JSON/YAML types;
@@ -578,10 +591,59 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _line_index(node: yaml.Node, source: str, prefix: str = "", out: dict | None = None) -> dict[str, int]:
+#: bounds that keep reading an experiment fast and small whatever the file holds
+MAX_YAML_BYTES = 32 << 20  # a million-value list written out is ~10 MB
+MAX_YAML_DEPTH = 64  # nesting levels of mappings/lists (the schema needs 5)
+MAX_YAML_VALUES = 4_000_000  # values once aliases are expanded (an alias "bomb" doubles per level)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than ``MAX_YAML_DEPTH`` before composing (PyYAML's composer
+    recurses once per level and would die in a RecursionError); linear in the text."""
+    depth = 0
+    opening = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+               yaml.FlowSequenceStartToken)
+    closing = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+    for token in yaml.scan(text, Loader=_Loader):
+        if isinstance(token, opening):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise InputError(f"nesting deeper than {MAX_YAML_DEPTH} levels", source=source,
+                                 line=token.start_mark.line + 1)
+        elif isinstance(token, closing):
+            depth -= 1
+
+
+def _expanded_size(node: yaml.Node, source: str, memo: dict[int, int] | None = None) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (computed once per node,
+    so an alias bomb costs linear time); refuses more than ``MAX_YAML_VALUES``."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a node met again while being sized is a recursive alias: PyYAML refuses those
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    size = 1 + sum(_expanded_size(c, source, memo) for c in children)
+    if size > MAX_YAML_VALUES:
+        raise InputError(f"the YAML expands to more than {MAX_YAML_VALUES:,} values (aliases repeating aliases?)",
+                         source=source, line=node.start_mark.line + 1)
+    memo[id(node)] = size
+    return size
+
+
+def _line_index(node: yaml.Node, source: str, prefix: str = "", out: dict | None = None,
+                seen_nodes: set[int] | None = None) -> dict[str, int]:
     """Dotted key -> 1-based line, for every key and list item; rejects duplicate keys (PyYAML
-    would silently keep the last one)."""
+    would silently keep the last one).  A node reached again through an alias is not walked
+    again: its keys keep the lines of the anchor (and an alias bomb stays linear)."""
     out = {} if out is None else out
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return out
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -592,19 +654,22 @@ def _line_index(node: yaml.Node, source: str, prefix: str = "", out: dict | None
                 raise InputError(f"duplicate key (first at line {seen[key]})", source=source, line=line, key=path)
             seen[key] = line
             out[path] = line
-            _line_index(value_node, source, path, out)
+            _line_index(value_node, source, path, out, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             path = f"{prefix}[{i}]"
             out[path] = item.start_mark.line + 1
-            _line_index(item, source, path, out)
+            _line_index(item, source, path, out, seen_nodes)
     return out
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     loader = _Loader(text)
     try:
+        _check_depth(text, source)
         node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, source)
         lines = _line_index(node, source) if node is not None else {}
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -638,6 +703,10 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read and validate an experiment YAML file (see the module docstring for the schema)."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise InputError(f"the experiment file is {size / 2**20:,.0f} MiB; an experiment is at most "
+                             f"{MAX_YAML_BYTES >> 20} MiB (sample large axes with random or sobol)", source=source)
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the experiment ({exc})", source=source) from None
@@ -867,7 +936,8 @@ def _parse_file_source(ctx: _Ctx, raw: Any, key: str) -> FileSource:
 
 
 def _parse_data(ctx: _Ctx, raw: Any) -> DataConfig:
-    sec = _Section(ctx, raw, "data", ("source", "synthetic", "files", "quoted"), "the market data")
+    sec = _Section(ctx, raw, "data", ("source", "synthetic", "files", "quoted", "stale_after_s", "on_stale"),
+                   "the market data")
     source = sec.text("source", "synthetic", what="where the market comes from", choices=DATA_SOURCES)
     other = "files" if source == "synthetic" else "synthetic"
     if sec.has(other):
@@ -892,7 +962,10 @@ def _parse_data(ctx: _Ctx, raw: Any) -> DataConfig:
     names = cfg.instruments
     quoted = sec.text("quoted", default_quoted, what=f"the quoted instrument, one of {', '.join(names)}",
                       choices=names)
-    return dataclasses.replace(cfg, quoted=quoted)
+    stale_after_s = sec.number("stale_after_s", 60.0, what="a book unchanged this long is stale, s", low=0,
+                               open_low=True, high=MAX_SPAN_S)
+    on_stale = sec.text("on_stale", "warn", what="what a stale source does", choices=("warn", "error"))
+    return dataclasses.replace(cfg, quoted=quoted, stale_after_s=stale_after_s, on_stale=on_stale)
 
 
 def _ms_to_ns(ctx: _Ctx, key: str, ms: float) -> int:
@@ -908,7 +981,7 @@ def _parse_latency(ctx: _Ctx, raw: Any) -> Latency:
         raise ctx.fail(sec.k("file"), "give either entry_ms or file, not both")
     if sec.has("file"):
         return Latency(entry_ns=None, file=_path(ctx, sec.k("file"), sec.raw("file")))
-    ms = sec.number("entry_ms", 10.0, what="constant order-entry latency, ms", low=0)
+    ms = sec.number("entry_ms", 10.0, what="constant order-entry latency, ms", low=0, high=MAX_LATENCY_MS)
     return Latency(entry_ns=_ms_to_ns(ctx, sec.k("entry_ms"), ms))
 
 
@@ -1346,8 +1419,10 @@ def _parse_split(ctx: _Ctx, raw: Any) -> Split:
     if sec.has("train_fraction") and sec.has("train_end_ms"):
         raise ctx.fail(sec.k("train_end_ms"), "give either train_fraction or train_end_ms, not both")
     if sec.has("train_end_ms"):
-        return Split(None, sec.integer("train_end_ms", what="end of the train part, ms since the Unix epoch "
-                                                            "(local clock)", low=0))
+        end = sec.integer("train_end_ms", what="end of the train part, ms since the Unix epoch (local clock)", low=0)
+        if end > MAX_EPOCH_MS:
+            raise ctx.fail(sec.k("train_end_ms"), f"{end} ms is after the year 2100: not ms since the Unix epoch")
+        return Split(None, end)
     return Split(sec.number("train_fraction", 1.0, what="share of frame rows in the train part; 1 = no test",
                             low=0, high=1, open_low=True))
 
@@ -1363,10 +1438,11 @@ def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
         sample=sec.integer("sample", 50, what="random lanes replayed for calibration", low=0),
         seed=sec.integer("seed", 0, what="seed of the random sample", low=0),
         queue=sec.text("queue", "power", what="queue-position model of the exact engine", choices=tuple(QUEUE_MODELS)),
-        queue_n=sec.number("queue_n", 2.0, what="exponent of the power queue models", low=0, open_low=True),
+        queue_n=sec.number("queue_n", 2.0, what="exponent of the power queue models", low=0, open_low=True,
+                           high=MAX_QUEUE_N),
         partial_fills=sec.boolean("partial_fills", False, what="partial-fill exchange"),
         response_ms=None if response is None else sec.number("response_ms", what="constant response latency, ms",
-                                                             low=0),
+                                                             low=0, high=MAX_LATENCY_MS),
         cross_per_message=sec.boolean("cross_per_message", True, what="judge best-price crosses per message"),
         lockstep=sec.integer("lockstep", 8, what="candidates replayed together in one pass", low=1),
         processes=sec.integer("processes", 0, what="worker processes (0 = one per CPU)", low=0),
@@ -1375,7 +1451,8 @@ def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
 
 def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
     sec = _Section(ctx, raw, "metrics", ("resample_s", "book_size", "trading_days_per_year"), "metric settings")
-    resample_s = sec.number("resample_s", 1.0, what="equity resample period, s", low=0, open_low=True)
+    resample_s = sec.number("resample_s", 1.0, what="equity resample period, s", low=0, open_low=True,
+                            high=MAX_SPAN_S)
     rows = resample_s * 1e9 / interval_ns
     if abs(rows - round(rows)) > 1e-9 * max(1.0, rows) or round(rows) < 1:
         raise ctx.fail(sec.k("resample_s"), f"{resample_s:g} s is not a whole number of decision intervals "
@@ -1383,7 +1460,7 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
     book = sec.number("book_size", 100_000.0, what="capital for Return and MaxDrawdown, quote currency",
                       low=0, open_low=True)
     days = sec.number("trading_days_per_year", 252.0, what="annualisation of SR and Sortino", low=0,
-                      open_low=True)
+                      open_low=True, high=366)
     return Metrics(resample_s, book, days)
 
 
@@ -1412,7 +1489,8 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
     if not _NAME_RE.match(name):
         raise ctx.fail("name", f"'{name}' must be letters, digits, _ . - (it names the run folder)")
     data = _parse_data(ctx, top.raw("data"))
-    interval_ms = top.number("interval_ms", 100.0, what="decision interval, ms", low=0, open_low=True)
+    interval_ms = top.number("interval_ms", 100.0, what="decision interval, ms", low=0, open_low=True,
+                             high=MAX_SPAN_S * 1e3)
     interval_ns = _ms_to_ns(ctx, "interval_ms", interval_ms)
     features = _parse_features(ctx, top.raw("features"), data)
     policy_name, policy, static, active, fixed = _parse_strategy(ctx, top.raw("strategy"), data, features)
@@ -1432,8 +1510,10 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         raise ctx.fail("fees", "required: {maker_bps: ..., taker_bps: ...} in bps of traded value, positive = "
                                "cost, negative = rebate")
     fees_sec = _Section(ctx, top.raw("fees"), "fees", ("maker_bps", "taker_bps"), "fees")
-    fees = Fees(fees_sec.number("maker_bps", what="maker fee, bps of traded value, negative = rebate"),
-                fees_sec.number("taker_bps", what="taker fee, bps of traded value, negative = rebate"))
+    fees = Fees(fees_sec.number("maker_bps", what="maker fee, bps of traded value, negative = rebate",
+                                low=-MAX_FEE_BPS, high=MAX_FEE_BPS),
+                fees_sec.number("taker_bps", what="taker fee, bps of traded value, negative = rebate",
+                                low=-MAX_FEE_BPS, high=MAX_FEE_BPS))
     exp = Experiment(
         name=name,
         description=top.text("description", "", what="free text"),
@@ -1499,6 +1579,11 @@ def _sweep_dict(sweep: Sweep) -> dict[str, Any]:
 def _to_dict(exp: Experiment) -> dict[str, Any]:
     d = exp.data
     data: dict[str, Any] = {"source": d.source, "quoted": d.quoted}
+    # written only when set, so that experiments from before these keys keep their hash
+    if d.stale_after_s != 60.0:
+        data["stale_after_s"] = _num(d.stale_after_s)
+    if d.on_stale != "warn":
+        data["on_stale"] = d.on_stale
     if d.synthetic is not None:
         data["synthetic"] = dict(d.synthetic)
     if d.files is not None:

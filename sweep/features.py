@@ -29,6 +29,8 @@ import numpy as np
 
 from .errors import InputError
 
+MAX_WINDOW_S = 366 * 86_400.0  # lags and windows: at most a year
+MAX_LEVELS = 1_000  # book levels of a depth feature (each is a column per decision row)
 KINDS = ("mid_return", "rolling_return", "imbalance", "realized_vol", "vamp_bps", "mid")
 _PARAMS = {
     "mid_return": {"lag_s"},
@@ -94,10 +96,15 @@ class FeatureSpec:
         for name in ("lag_s", "window_s"):
             if name in _PARAMS[kind] and not getattr(out, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(out, name)}", key=f"{where}.{name}")
+        for name in ("lag_s", "window_s", "shift_s"):
+            if name in _PARAMS[kind] and not getattr(out, name) <= MAX_WINDOW_S:  # NaN fails too
+                raise InputError(f"{name} must be a number of seconds up to a year, got {getattr(out, name)}",
+                                 key=f"{where}.{name}")
         if out.shift_s < 0:
             raise InputError(f"shift_s must be >= 0, got {out.shift_s}", key=f"{where}.shift_s")
-        if kind in ("imbalance", "vamp_bps") and not (isinstance(out.levels, int) and out.levels >= 1):
-            raise InputError(f"levels must be a positive integer, got {out.levels!r}", key=f"{where}.levels")
+        if kind in ("imbalance", "vamp_bps") and not (isinstance(out.levels, int) and 1 <= out.levels <= MAX_LEVELS):
+            raise InputError(f"levels must be a whole number from 1 to {MAX_LEVELS}, got {out.levels!r}",
+                             key=f"{where}.levels")
         return out
 
 

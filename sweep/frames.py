@@ -48,11 +48,13 @@ import numba
 import numpy as np
 
 from .data.book import NO_ASK, NO_BID, price_to_ticks, replay_book
-from .data.events import TRADE, Events, Instrument
+from .data.events import BBO, CLEAR, DEPTH, SNAPSHOT, TRADE, Events, Instrument
+from .data.screen import STALE_AFTER_NS
 from .errors import InputError
 from .features import FeatureSpec, compute_feature
+from .limits import check_fits
 
-FRAMES_VERSION = 2
+FRAMES_VERSION = 3
 NO_FILL_BUY = NO_ASK  # a buy fills iff tick >= buy_fill: never
 NO_FILL_SELL = NO_BID  # a sell fills iff tick <= sell_fill: never
 
@@ -99,12 +101,30 @@ class LatencySpec:
         accepted = exch > 0
         if not np.any(accepted):
             raise InputError("every order-latency row is a rejection", source=self.source)
+        self._check_covers(req, local_ts)
         lat = np.interp(local_ts, req[accepted], (exch - req)[accepted].astype(np.float64))
         # A request is rejected when the bracketing rows include a recorded rejection.
         idx = np.clip(np.searchsorted(req, local_ts, side="right") - 1, 0, len(req) - 1)
         nxt = np.minimum(idx + 1, len(req) - 1)
         rejected = (~accepted[idx] | ~accepted[nxt]) & (local_ts >= req[0]) & (local_ts <= req[-1])
         return np.maximum(np.trunc(lat), 0).astype(np.int64), rejected
+
+    def _check_covers(self, req: np.ndarray, local_ts: np.ndarray) -> None:
+        """The rows must span the decisions: beyond them the latency would be extrapolated (held
+        flat) from another time -- a file of another day or session is an error, not a guess.
+        Allowed slack: 10 row spacings, at least 1 s (a file sampled every second starts a
+        moment after the data)."""
+        if len(local_ts) == 0:
+            return
+        spacing = float(np.median(np.diff(req))) if len(req) > 1 else 0.0
+        slack = max(1_000_000_000, int(10 * spacing))
+        outside = (local_ts < req[0] - slack) | (local_ts > req[-1] + slack)
+        if outside.any():
+            raise InputError(
+                f"the order-latency rows cover {_utc(int(req[0]))} to {_utc(int(req[-1]))} UTC but "
+                f"{int(outside.sum()):,} of {len(local_ts):,} decisions ({_utc(int(local_ts[0]))} to "
+                f"{_utc(int(local_ts[-1]))} UTC) lie more than {slack / 1e9:.1f} s outside them: a latency file of "
+                "another day or session? (it would be extrapolated)", source=self.source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +136,11 @@ class FrameSpec:
         latency: entry latency model.
         features: feature columns (see :mod:`mmsweep.sweep.features`).
         start_ns, end_ns: optional bounds of the decision grid (local clock, ns).
+        stale_after_ns: a book (quoted or signal instrument) unchanged for longer than this at a
+            decision is stale there: the quoted book's rows get ``stale = True``, and a warning
+            says how many; a trade stream that starts or ends this much inside the grid too.
+        on_stale: ``warn`` (default) or ``error`` (stop instead of warning).  Not part of the
+            cache key: the frames are the same.
     """
 
     interval_ns: int = 100_000_000
@@ -123,10 +148,17 @@ class FrameSpec:
     features: tuple[FeatureSpec, ...] = ()
     start_ns: int | None = None
     end_ns: int | None = None
+    stale_after_ns: int = STALE_AFTER_NS
+    on_stale: str = "warn"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.interval_ns, (int, np.integer)) and self.interval_ns > 0):
             raise InputError(f"interval must be a positive number of ns, got {self.interval_ns!r}", key="interval")
+        if not (isinstance(self.stale_after_ns, (int, np.integer)) and self.stale_after_ns > 0):
+            raise InputError(f"stale_after must be a positive number of ns, got {self.stale_after_ns!r}",
+                             key="stale_after")
+        if self.on_stale not in ON_STALE:
+            raise InputError(f"on_stale must be one of {', '.join(ON_STALE)}, got {self.on_stale!r}", key="on_stale")
         if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
             raise InputError(f"end ({self.end_ns}) must be after start ({self.start_ns})", key="end")
 
@@ -137,6 +169,7 @@ class FrameSpec:
             "features": [dataclasses.asdict(f) for f in self.features],
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
+            "stale_after_ns": int(self.stale_after_ns),
         }
 
 
@@ -145,8 +178,9 @@ ROW_COLUMNS = (
     "buy_fill_a", "sell_fill_a", "buy_fill_b", "sell_fill_b",
     "sell_trade_low_a", "sell_trade_low_qty_a", "buy_trade_high_a", "buy_trade_high_qty_a",
     "sell_trade_low_b", "sell_trade_low_qty_b", "buy_trade_high_b", "buy_trade_high_qty_b",
-    "ack_ts", "entry_rejected",
+    "ack_ts", "entry_rejected", "stale",
 )
+ON_STALE = ("warn", "error")
 
 
 @dataclasses.dataclass
@@ -265,7 +299,13 @@ def _arrivals(local_ts: np.ndarray, ack_ts: np.ndarray) -> tuple[np.ndarray, np.
     return split.astype(np.int64), lag_a.astype(np.int64), lag_b.astype(np.int64), superseded
 
 
-def _decision_grid(events: Events, spec: FrameSpec, first_two_sided_ns: int) -> np.ndarray:
+def row_bytes(spec: FrameSpec, levels: int, n_views: int) -> int:
+    """Bytes one decision row costs while frames are built (columns, both windows' extremes,
+    the sampled books of every instrument, features), a generous estimate."""
+    return 8 * (len(ROW_COLUMNS) + 24 + 4 * levels * n_views + 2 * len(spec.features))
+
+
+def _decision_grid(events: Events, spec: FrameSpec, first_two_sided_ns: int, bytes_per_row: int) -> np.ndarray:
     local = events.table["local_ts"]
     start = max(first_two_sided_ns, spec.start_ns if spec.start_ns is not None else int(local[0]))
     end = min(int(local[-1]), spec.end_ns) if spec.end_ns is not None else int(local[-1])
@@ -275,7 +315,21 @@ def _decision_grid(events: Events, spec: FrameSpec, first_two_sided_ns: int) -> 
             f"data span after the book is first two-sided ({(end - start) / 1e9:.3f} s) is shorter than two "
             f"intervals of {spec.interval_ns / 1e9:g} s", source=events.source)
     n = (end - start) // spec.interval_ns + 1
+    check_fits(float(n) * bytes_per_row,
+               f"the decision grid ({n:,} rows of {spec.interval_ns / 1e6:g} ms over {(end - start) / 1e9:,.1f} s, "
+               f"{_utc(start)} to {_utc(end)} UTC)",
+               hint="Check the data's timestamps (data inspect), or use a longer interval", source=events.source)
     return start + np.arange(n, dtype=np.int64) * spec.interval_ns
+
+
+def _utc(ns: int) -> str:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"{ns} ns"
+
 
 
 def _local_view(events: Events, sample_ts: np.ndarray, levels: int) -> dict[str, np.ndarray]:
@@ -342,15 +396,22 @@ def build_frames(
             try:
                 frames = load_frames(path)
                 frames.meta["cache_hit"] = True
-                return frames
             except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
                 warnings.warn(f"frames cache {path} unreadable ({exc}); rebuilding", stacklevel=2)
+            else:
+                _report_staleness(frames, spec.on_stale)
+                return frames
     frames = _build(quoted, spec, signals)
     frames.meta["cache_key"] = key
     frames.meta["cache_hit"] = False
+    _report_staleness(frames, spec.on_stale)
     if path is not None:
-        save_frames(frames, path)
-        frames.meta["cache_path"] = str(path)
+        try:
+            save_frames(frames, path)
+            frames.meta["cache_path"] = str(path)
+        except OSError as exc:  # the cache only saves time: the frames are good without it
+            warnings.warn(f"frames cache {path.parent} is not writable ({exc.strerror or exc}); the frames are "
+                          "not cached and will be built again next time", stacklevel=2)
     return frames
 
 
@@ -365,7 +426,8 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
     two_sided = (probe.best_bid != NO_BID) & (probe.best_ask != NO_ASK)
     if not np.any(two_sided):
         raise InputError("the book is never two-sided (no bid or no ask at any time)", source=quoted.source)
-    grid = _decision_grid(quoted, spec, int(local_sorted[np.argmax(two_sided)]))
+    n_views = 1 + len({f.instrument for f in spec.features if f.instrument})
+    grid = _decision_grid(quoted, spec, int(local_sorted[np.argmax(two_sided)]), row_bytes(spec, levels, n_views))
 
     view = _local_view(quoted, grid, levels)
     bid = view["bid_ticks"][:, 0]
@@ -426,6 +488,7 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
         "buy_trade_high_b": buy_high[b], "buy_trade_high_qty_b": buy_high_qty[b],
         "ack_ts": ack[:-1],
         "entry_rejected": rejected[:-1],
+        "stale": _book_age(quoted, grid[:-1]) > spec.stale_after_ns,
     }
     assert all(len(v) == n for v in columns.values())
 
@@ -458,8 +521,65 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
         "max_lag": int(max(lag_a.max(), lag_b.max())) if n else 0,
         "crossed_repairs_local": int(view["replay"].crossed_repairs),
         "crossed_repairs_exch": int(exch.crossed_repairs),
+        "stale_rows": int(columns["stale"].sum()),
+        "stale_warnings": _stale_warnings(quoted, signals, grid[:-1], columns["stale"], spec),
     }
     return Frames(columns, features, names, inst, spec.describe(), meta)
+
+
+def _book_rows(events: Events) -> np.ndarray:
+    """Local times (sorted) of the rows that change the book the frames see: depth, snapshot
+    and clear rows, or the quotes of a quotes-only source."""
+    kind = events.table["kind"]
+    book = (kind == DEPTH) | (kind == SNAPSHOT) | (kind == CLEAR) if events.has_depth else (kind == BBO) | (kind == CLEAR)
+    return np.sort(events.table["local_ts"][book])
+
+
+def _book_age(events: Events, at: np.ndarray) -> np.ndarray:
+    """ns since the book last changed (local clock) at each time of ``at``."""
+    ts = _book_rows(events)
+    idx = np.searchsorted(ts, at, side="right") - 1
+    return np.where(idx >= 0, at - ts[np.maximum(idx, 0)], np.iinfo(np.int64).max)
+
+
+def _stale_warnings(quoted: Events, signals: dict[str, Events], grid: np.ndarray, stale: np.ndarray,
+                    spec: FrameSpec) -> list[str]:
+    """One line per stale source over the decision grid: the quoted book (rows flagged), each
+    signal instrument's book, and a trade stream that starts late, ends early or is absent."""
+    limit = spec.stale_after_ns
+    n = len(grid)
+    out = []
+
+    def book(name: str, events: Events, mask: np.ndarray) -> None:
+        if mask.any():
+            first = int(grid[np.argmax(mask)])
+            out.append(f"{events.source}: the {name} book has not changed for more than {limit / 1e9:g} s at "
+                       f"{int(mask.sum()):,} of {n:,} decision rows ({100 * mask.mean():.1f} %, the first at "
+                       f"{_utc(first)} UTC); its input is stale there")
+
+    book("quoted", quoted, stale)
+    for name, events in sorted(signals.items()):
+        book(f"'{name}' signal", events, _book_age(events, grid) > limit)
+    trades = quoted.table["local_ts"][quoted.table["kind"] == TRADE]
+    if n and len(trades) == 0:
+        out.append(f"{quoted.source}: no trades at all: fills can only come from the book crossing an order")
+    elif n:
+        late = int(trades.min()) - int(grid[0])
+        early = int(grid[-1]) - int(trades.max())
+        if late > limit or early > limit:
+            out.append(f"{quoted.source}: trades cover {_utc(int(trades.min()))} to {_utc(int(trades.max()))} UTC, "
+                       f"the decisions {_utc(int(grid[0]))} to {_utc(int(grid[-1]))} UTC: outside the trades, fills "
+                       "can only come from the book crossing an order")
+    return out
+
+
+def _report_staleness(frames: Frames, on_stale: str) -> None:
+    """Warn about (or, with ``on_stale='error'``, stop at) the stale sources found at build."""
+    found = frames.meta.get("stale_warnings") or []
+    if found and on_stale == "error":
+        raise InputError(found[0] + " (on_stale: error)", key="on_stale")
+    for message in found:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def save_frames(frames: Frames, path: str | os.PathLike) -> Path:
@@ -470,10 +590,13 @@ def save_frames(frames: Frames, path: str | os.PathLike) -> Path:
     header = {"instrument": dataclasses.asdict(frames.instrument), "spec": frames.spec,
               "meta": {k: v for k, v in frames.meta.items() if k != "cache_hit"},
               "feature_names": frames.feature_names, "version": FRAMES_VERSION}
-    with open(tmp, "wb") as fh:
-        np.savez(fh, header=np.array(json.dumps(header, default=str)), features=frames.features,
-                 **{f"col_{k}": v for k, v in frames.columns.items()})
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, header=np.array(json.dumps(header, default=str)), features=frames.features,
+                     **{f"col_{k}": v for k, v in frames.columns.items()})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind (a full disk, a kill before the rename)
     return path
 
 

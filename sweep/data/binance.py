@@ -119,6 +119,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import InputError
+from .screen import drop_or_stop, feed_latency_outliers, tick_and_strays
 from .events import (
     BBO,
     CLEAR,
@@ -129,7 +130,6 @@ from .events import (
     Events,
     Instrument,
     infer_lot_size,
-    infer_tick_size,
     make_table,
     sort_events,
     validate_events,
@@ -353,7 +353,15 @@ class _Reader:
         self.replayed = 0
         self.reapplied_msgs: list[int] = []
         self.stale = 0
-        self.min_lat: int | None = None  # min over messages of raw local ns - exchange ns
+        # Raw feed latency (local ns - exchange ns) of every message with an exchange time, and
+        # its line: the clock offset comes from them once implausible ones are screened out.
+        self.lat_val: list[int] = []
+        self.lat_line: list[int] = []
+        # Lines whose timestamps are implausible (dropped at the end), line -> reason.
+        self.bad_lines: dict[int, str] = {}
+        self.jump: tuple[int, int] | None = None  # last forward jump > 1 s: (line, time before it)
+        self.dip: tuple[int, int] | None = None  # last line far behind its predecessor: (line, time)
+        self.trade_ids: list[int] = []  # Binance trade id 't' of every emitted trade, in order
         self.counts = {"depthUpdate": 0, "trade": 0, "bookTicker": 0, "snapshot": 0}
         self.skipped: dict[str, int] = {}
         self.skipped_first_line: dict[str, int] = {}
@@ -389,7 +397,8 @@ class _Reader:
         include_bbo = self.include_bbo
         want = self.want
         prev_ts = self.prev_ts
-        min_lat = self.min_lat
+        lat_val, lat_line = self.lat_val, self.lat_line
+        trade_ids = self.trade_ids
         lineno = first_line - 1
         try:
             for lineno, line in enumerate(lines, first_line):
@@ -402,6 +411,8 @@ class _Reader:
                 ts = int(line[:_TS_DIGITS])
                 if ts < prev_ts:
                     ts = self._repair_ts(prev_ts, ts, lineno)
+                elif ts - prev_ts > MAX_BACKWARD_STEP_NS:
+                    self.jump = (lineno, prev_ts)
                 prev_ts = ts
                 try:
                     msg = loads(line[_TS_DIGITS + 1:])
@@ -413,9 +424,7 @@ class _Reader:
                 stream = ""
                 if data is None:
                     if "lastUpdateId" in msg:
-                        self.min_lat = min_lat
                         self._snapshot(msg, ts, lineno)
-                        min_lat = self.min_lat
                         continue
                     data = msg
                 else:
@@ -436,9 +445,8 @@ class _Reader:
                     else:
                         if type(exch) is not int:
                             raise self._err(f"bookTicker 'T' must be an integer (ms), got {exch!r}", lineno)
-                        lat = ts - exch * _MS
-                        if min_lat is None or lat < min_lat:
-                            min_lat = lat
+                        lat_val.append(ts - exch * _MS)
+                        lat_line.append(lineno)
                     if include_bbo:
                         start = pair_base + len(pairs)
                         blk_start.append(start)
@@ -458,9 +466,8 @@ class _Reader:
                     exch = data["T"]
                     if type(exch) is not int:
                         raise self._err(f"trade 'T' must be an integer (ms), got {exch!r}", lineno)
-                    lat = ts - exch * _MS
-                    if min_lat is None or lat < min_lat:
-                        min_lat = lat
+                    lat_val.append(ts - exch * _MS)
+                    lat_line.append(lineno)
                     x = data.get("X")
                     if x is not None and x != "MARKET":
                         self.trades_not_market += 1
@@ -476,6 +483,8 @@ class _Reader:
                     blk_start.append(start)
                     blk_line.append(lineno)
                     pairs.append((data["p"], data["q"]))
+                    tid = data.get("t")
+                    trade_ids.append(tid if type(tid) is int else -1)
                     m_kind.append(TRADE); m_start.append(start); m_nb.append(nb); m_na.append(na)  # noqa: E702
                     m_exch.append(exch); m_local.append(ts); m_line.append(lineno)  # noqa: E702
                 elif e == "depthUpdate":
@@ -489,9 +498,8 @@ class _Reader:
                     if data["s"] != self.symbol:
                         self._check_symbol(data["s"], lineno)
                     counts["depthUpdate"] += 1
-                    lat = self._depth(data, ts, lineno)
-                    if min_lat is None or lat < min_lat:
-                        min_lat = lat
+                    lat_val.append(self._depth(data, ts, lineno))
+                    lat_line.append(lineno)
                 else:
                     self._skip(str(e) if e is not None else (stream.rpartition("@")[2] or "unknown"), lineno)
         except InputError:
@@ -500,7 +508,6 @@ class _Reader:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
             raise self._err(f"malformed message ({what}): {lines[lineno - first_line][:160]!r}", lineno) from None
         self.prev_ts = prev_ts
-        self.min_lat = min_lat
         self._flush()
 
     def _emit(self, kind: int, start: int, nb: int, na: int, exch: int, local: int, line: int) -> int:
@@ -515,10 +522,26 @@ class _Reader:
         return self.msg_base + len(self.m_kind) - 1
 
     def _repair_ts(self, prev_ts: int, ts: int, lineno: int) -> int:
+        """The receive time to use for a line stamped before its predecessor (``prev_ts``)."""
         step = prev_ts - ts
         if step > MAX_BACKWARD_STEP_NS:
-            raise self._err(f"local timestamp goes back by {step / 1e9:.3f} s (lines out of order or "
-                            "files concatenated?)", lineno)
+            jump, dip = self.jump, self.dip
+            if jump is not None and jump[0] == lineno - 1 and ts >= jump[1] - MAX_BACKWARD_STEP_NS:
+                # The line before jumped ahead and this one is back on the timeline: that line's
+                # time is the bad one (it is dropped at the end); carry on from before it.
+                self.bad_lines[lineno - 1] = (f"local receive time {prev_ts} ns is {(prev_ts - jump[1]) / 1e9:.3f} s "
+                                              "ahead of the lines around it")
+                self.jump = None
+                return max(ts, jump[1])
+            if dip is not None and dip[0] == lineno - 1:
+                # The line before went back too, and this one stays back: the timeline really goes back.
+                del self.bad_lines[dip[0]]
+                raise self._err(f"local timestamp goes back by {(dip[1] - ts) / 1e9:.3f} s (lines out of order "
+                                "or files concatenated?)", dip[0])
+            # This line alone is far behind: dropped at the end, unless the next one stays back too.
+            self.dip = (lineno, prev_ts)
+            self.bad_lines[lineno] = f"local receive time {ts} ns goes back by {step / 1e9:.3f} s from the line before"
+            return prev_ts
         rep = self.repairs
         rep["count"] += 1
         if rep["first_line"] is None:
@@ -631,8 +654,8 @@ class _Reader:
         if futures:
             self._ints(lineno, "snapshot", T=exch)
             # A REST reply is never faster than the stream, but it is a valid latency sample.
-            lat = ts - exch * _MS
-            self.min_lat = lat if self.min_lat is None else min(self.min_lat, lat)
+            self.lat_val.append(ts - exch * _MS)
+            self.lat_line.append(lineno)
         bids, asks = msg["bids"], msg["asks"]
         if type(bids) is not list or type(asks) is not list:
             raise self._err("snapshot 'bids' and 'asks' must be lists of [price, qty]", lineno)
@@ -752,13 +775,18 @@ class _Reader:
             raise self._err("no usable messages (no trades, depth or bookTicker for "
                             f"{self.want or 'the symbol'})", self.n_lines)
 
+        kind, start, nb, na, exch_ms, local, line = (np.concatenate(c) for c in zip(*self.msg_chunks))
+        self.msg_chunks.clear()
+        min_lat = self._screen_timestamps(kind, nb, na, exch_ms, local, line)
+        dup_trades = self._drop_duplicate_trades(kind, nb, na, line)
+
         # Clock: one shift so that the smallest observed feed latency becomes the base latency.
-        if self.min_lat is None:
+        if min_lat is None:
             shift = 0
             warnings.warn(f"{src}: no message carries an exchange time; local times are left as they are and "
                           "exchange times are estimated as local - base latency", stacklevel=3)
         else:
-            shift = base_latency_ns - self.min_lat
+            shift = base_latency_ns - min_lat
         if abs(shift) > CLOCK_OFFSET_WARN_NS:
             warnings.warn(f"{src}: the capture clock is off Binance's by {shift / 1e9:+.3f} s; local_ts shifted "
                           f"by that so that the minimum feed latency is {base_latency_ns / 1e6:g} ms", stacklevel=3)
@@ -773,12 +801,10 @@ class _Reader:
             warnings.warn(f"{src} (line {self.gaps[0]['line']}): {len(self.gaps)} depth update-id gap(s); the book "
                           "may be stale until the next snapshot (meta['gaps'])", stacklevel=3)
 
-        kind, start, nb, na, exch_ms, local, line = (np.concatenate(c) for c in zip(*self.msg_chunks))
-        self.msg_chunks.clear()
         local = local + shift
         est = exch_ms == _EST
         real = ~est
-        bad = real & ((exch_ms < 10**12) | (exch_ms >= 10**13))
+        bad = real & ((exch_ms < 10**12) | (exch_ms >= 10**13)) & (nb + na > 0)
         if bad.any():
             i = int(np.argmax(bad))
             raise InputError(f"exchange time {exch_ms[i]} is not milliseconds since the epoch", source=src,
@@ -814,9 +840,17 @@ class _Reader:
         tick_inferred = tick_size is None
         lot_inferred = lot_size is None
         lot_off = 0
+        stray_prices = 0
         try:
             if tick_inferred:
-                tick_size = infer_tick_size(table["price"][priced])
+                tick_size, stray = tick_and_strays(table["price"], priced)
+                if stray.any():
+                    stray_prices = int(stray.sum())
+                    drop_or_stop(stray, int(priced.sum()), lambda i: {"line": int(row_line[i])},
+                                 f"a price off the {tick_size:g} tick grid of every other price", src,
+                                 lambda i: f"price {float(table['price'][i])!r}", unit="row")
+                    keep = ~stray
+                    table, row_line, priced = table[keep], row_line[keep], priced[keep]
             if lot_inferred:
                 lot_size, lot_off = _infer_lot(table["qty"][priced])
         except InputError as exc:
@@ -834,7 +868,7 @@ class _Reader:
 
         # Stream messages as received: REST snapshots (a request round trip) and diffs re-applied
         # at a snapshot's time are not feed latency.
-        as_received = real & (kind != CLEAR) & (kind != SNAPSHOT)
+        as_received = real & (kind != CLEAR) & (kind != SNAPSHOT) & (nb + na > 0)
         as_received[self.reapplied_msgs] = False
         lat = (local - exch)[as_received]
         feed = ({q: int(v) for q, v in zip(("min", "p50", "p99", "max"),
@@ -876,10 +910,84 @@ class _Reader:
             "stale_diffs_dropped": self.stale,
             "gaps": self.gaps,
             "local_ts_repairs": dict(self.repairs),
+            "implausible_timestamps": self.implausible,
+            "duplicate_trades_dropped": dup_trades,
+            "off_grid_prices_dropped": stray_prices,
         }
         venue = {"usdm": "binance-usdm", "spot": "binance-spot"}.get(market, "binance")
         instrument = Instrument(self.symbol or self.want or "", float(tick_size), float(lot_size), 1.0, venue)
         return Events(table, instrument, src, meta)
+
+    def _screen_timestamps(self, kind: np.ndarray, nb: np.ndarray, na: np.ndarray, exch_ms: np.ndarray,
+                           local: np.ndarray, line: np.ndarray) -> int | None:
+        """Drop the messages of lines with implausible timestamps (module docstring); returns the
+        smallest plausible raw feed latency (ns), None without exchange times.  Dropped messages
+        keep their place with no rows (``nb = na = 0``), so message indices stay valid."""
+        src = self.source
+        lat = np.asarray(self.lat_val, np.int64)
+        lat_line = np.asarray(self.lat_line, np.int64)
+        self.lat_val, self.lat_line = [], []
+        # Exchange times that are not ms since the epoch at all (0, or seconds) come first: that
+        # is the more precise reason when they are too many to drop.
+        real = (exch_ms != _EST) & (nb + na > 0)
+        for i in np.flatnonzero(real & ((exch_ms < 10**12) | (exch_ms >= 10**13))):
+            self.bad_lines.setdefault(int(line[i]), f"exchange time {int(exch_ms[i])} is not milliseconds since "
+                                                    "the epoch")
+        clock_bad = np.isin(lat_line, np.fromiter(self.bad_lines, np.int64, len(self.bad_lines)))
+        judged = ~clock_bad
+        late = np.zeros(len(lat), bool)
+        late[judged] = feed_latency_outliers(lat[judged])
+        median = int(np.median(lat[judged])) if judged.any() else 0
+        for i in np.flatnonzero(late):
+            self.bad_lines.setdefault(int(lat_line[i]), f"receive time - exchange time is {lat[i] / 1e9:+.3f} s, "
+                                                        f"the capture's typical {median / 1e9:+.3f} s")
+        self.implausible = [{"line": ln, "reason": why} for ln, why in sorted(self.bad_lines.items())]
+        if self.bad_lines:
+            lines_bad = np.array(sorted(self.bad_lines), np.int64)
+            n_ts_lines = self.n_lines - self.blank_lines
+            drop_or_stop(np.ones(len(lines_bad), bool), n_ts_lines, lambda i: {"line": int(lines_bad[i])},
+                         "an implausible timestamp", src, lambda i: self.bad_lines[int(lines_bad[i])], unit="line")
+            dropped = np.isin(line, lines_bad) & (nb + na > 0)
+            snap = dropped & ((kind == SNAPSHOT) | (kind == CLEAR))
+            if snap.any():
+                ln = int(line[np.argmax(snap)])
+                raise InputError(f"the REST snapshot has an implausible timestamp ({self.bad_lines[ln]}); the book "
+                                 "cannot be built without it: fix or remove that line", source=src, line=ln)
+            for i in np.flatnonzero(dropped & (kind == DEPTH)):
+                # its levels are missing from the book until they change again, as after a gap
+                self.gaps.append({"line": int(line[i]), "local_ts": int(local[i]), "exch_ts": int(exch_ms[i]),
+                                  "U": None, "u": None, "pu": None,
+                                  "reason": "depth update dropped for an implausible timestamp",
+                                  "resynced_at_line": next((sn["line"] for sn in self.snapshots
+                                                            if sn["line"] > int(line[i])), None)})
+            nb[dropped] = 0
+            na[dropped] = 0
+        ok = ~clock_bad & ~late
+        return int(lat[ok].min()) if ok.any() else None
+
+    def _drop_duplicate_trades(self, kind: np.ndarray, nb: np.ndarray, na: np.ndarray, line: np.ndarray) -> int:
+        """Binance trade ids are unique: a trade whose id was seen before is a duplicated line.
+        Drops the copies (keeping the first), warns, and returns how many."""
+        ids = np.asarray(self.trade_ids, np.int64)
+        self.trade_ids = []
+        trade_msgs = np.flatnonzero(kind == TRADE)
+        if len(ids) != len(trade_msgs):  # pragma: no cover - the parse keeps them aligned
+            raise AssertionError("trade ids out of step with trade messages")
+        live = np.flatnonzero((ids >= 0) & (nb[trade_msgs] + na[trade_msgs] > 0))
+        uniq, first = np.unique(ids[live], return_index=True)
+        if len(uniq) == len(live):
+            return 0
+        copy = np.ones(len(live), bool)
+        copy[first] = False
+        dup = live[copy]
+        msgs = trade_msgs[dup]
+        original = trade_msgs[live[first[np.searchsorted(uniq, ids[dup[0]])]]]
+        warnings.warn(f"{self.source} (line {int(line[msgs[0]])}): dropped {len(dup)} duplicated trade line(s) "
+                      f"(trade id {int(ids[dup[0]])} first seen at line {int(line[original])}); a trade counts once",
+                      UserWarning, stacklevel=4)
+        nb[msgs] = 0
+        na[msgs] = 0
+        return len(dup)
 
     def _check_multiple(self, values: np.ndarray, mask: np.ndarray, step: float, what: str, name: str,
                         row_line: np.ndarray, max_off: float = 0.0) -> int:

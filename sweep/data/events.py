@@ -161,21 +161,12 @@ def infer_tick_size(prices: np.ndarray, max_decimals: int = 10) -> float:
     """Smallest decimal step that all prices are multiples of (e.g. 0.1 for 61800.2, 61800.3).
 
     Works on the decimal representation, so it is exact for prices written with finitely many
-    decimals.  Returns e.g. ``0.01``.
+    decimals.  Returns e.g. ``0.01``.  Strict: every price must fit (readers use the robust
+    :func:`mmsweep.sweep.data.screen.tick_and_strays`, which ignores a stray price or two).
     """
-    prices = np.unique(np.asarray(prices, dtype=np.float64))
-    prices = prices[np.isfinite(prices) & (prices > 0)]
-    if len(prices) == 0:
-        raise InputError("cannot infer a tick size from no prices")
-    for decimals in range(max_decimals + 1):
-        scaled = prices * 10.0**decimals
-        if np.all(np.abs(scaled - np.round(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled)) * 1e-3 + 1e-6):
-            ints = np.round(scaled).astype(np.int64)
-            step = int(np.gcd.reduce(np.diff(ints))) if len(ints) > 1 else 1
-            step = step or 1
-            # A step like 10 at 1 decimal means tick 1.0; report the coarsest common step.
-            return float(step) / 10.0**decimals
-    raise InputError(f"prices have more than {max_decimals} decimals; give tick_size explicitly")
+    from .screen import infer_tick
+
+    return infer_tick(prices, max_decimals, outlier_share=0.0)[0]
 
 
 def infer_lot_size(qtys: np.ndarray, max_decimals: int = 10) -> float:

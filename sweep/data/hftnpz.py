@@ -34,9 +34,10 @@ import zipfile
 import numpy as np
 
 from ..errors import InputError
+from .screen import describe_timestamp, drop_or_stop, tick_and_strays, timestamp_outliers
 from .events import (
     BBO, CLEAR, DEPTH, EVENT_DTYPE, KIND_NAMES, SNAPSHOT, Events, Instrument, check_tick_alignment,
-    infer_lot_size, infer_tick_size, validate_events,
+    infer_lot_size, validate_events,
 )
 
 __all__ = ["read_hftbacktest_npz", "read_order_latency", "HFT_EVENT_DTYPE", "ORDER_LATENCY_DTYPE"]
@@ -199,6 +200,7 @@ def read_hftbacktest_npz(path, *, tick_size: float | None, lot_size: float | Non
     slot[local_pos] = np.arange(len(keep))
     file_row = keep[slot[slot >= 0]]  # kept file rows, in local-processor order
     local_ts = data["local_ts"][file_row]
+    file_row, local_ts = _screen_timestamps(data, file_row, local_ts, path)
     if np.any(np.diff(local_ts) < 0):  # not written by correct_event_order: sort stably
         by_ts = np.argsort(local_ts, kind="stable")
         file_row, local_ts = file_row[by_ts], local_ts[by_ts]
@@ -244,8 +246,16 @@ def read_hftbacktest_npz(path, *, tick_size: float | None, lot_size: float | Non
 
     priced = table["kind"] != CLEAR
     inferred = {"tick_size": tick_size is None, "lot_size": lot_size is None}
+    strays = 0
     if tick_size is None:
-        tick_size = infer_tick_size(table["price"][priced])
+        tick_size, stray = tick_and_strays(table["price"], priced)
+        if stray.any():
+            strays = int(stray.sum())
+            by_file = np.flatnonzero(stray)[np.argsort(file_row[stray])]  # name the first in file order
+            drop_or_stop(stray[by_file], int(priced.sum()), lambda i: {"row": int(file_row[by_file[i]])},
+                         f"a price off the {tick_size:g} tick grid of every other price", path,
+                         lambda i: f"price {float(table['price'][by_file[i]])!r}")
+            table, file_row, priced = table[~stray], file_row[~stray], priced[~stray]
     if lot_size is None:
         lot_size = infer_lot_size(table["qty"][priced])
     instrument = Instrument(symbol=symbol, tick_size=float(tick_size), lot_size=float(lot_size),
@@ -269,9 +279,33 @@ def read_hftbacktest_npz(path, *, tick_size: float | None, lot_size: float | Non
         "both_sides_rows": both,
         "tick_size_inferred": inferred["tick_size"],
         "lot_size_inferred": inferred["lot_size"],
+        "off_grid_prices_dropped": strays,
+        "implausible_timestamps_dropped": int(len(keep) - len(file_row) - strays),
         "time_unit": "ns",
     }
     return Events(table, instrument, source=path, meta=meta)
+
+
+def _screen_timestamps(data: np.ndarray, file_row: np.ndarray, local_ts: np.ndarray, path: str
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Kept rows (in local-processor order) minus those with implausible timestamps
+    (:mod:`mmsweep.sweep.data.screen`), with a warning; an error when they are many, or when no
+    row carries an exchange time at all (``exch_ts`` 0 everywhere)."""
+    exch_ts = data["exch_ts"][file_row]
+    if len(exch_ts) and np.all(exch_ts == 0) and np.any(local_ts != 0):
+        raise InputError("exch_ts is 0 on every row: the file carries no exchange times, so neither fills nor "
+                         "feed latency can be replayed (convert it again with the exchange timestamps)",
+                         source=path, row=int(file_row.min()))
+    bad, why = timestamp_outliers(exch_ts, local_ts)
+    if not bad.any():
+        return file_row, local_ts
+    median = int(np.median((local_ts - exch_ts)[~bad]))
+    by_file = np.flatnonzero(bad)[np.argsort(file_row[bad])]  # errors and warnings name file rows in order
+    drop_or_stop(np.ones(len(by_file), bool), len(file_row), lambda i: {"row": int(file_row[by_file[i]])},
+                 "an implausible timestamp", path,
+                 lambda i: describe_timestamp(int(why[by_file[i]]), int(exch_ts[by_file[i]]),
+                                              int(local_ts[by_file[i]]), median))
+    return file_row[~bad], local_ts[~bad]
 
 
 def read_order_latency(path) -> np.ndarray:

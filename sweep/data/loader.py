@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from .events import Events
 
@@ -42,12 +44,27 @@ def detect_format(path: str | os.PathLike) -> str:
                      "('exchange,symbol,timestamp,...' header) or an .npz event file", source=str(path), line=1)
 
 
+#: prices are held as integer ticks (int64, and float64 without rounding): the largest tick count
+MAX_TICKS = 1 << 40
+
+
 def load_events(paths: str | os.PathLike | list, *, format: str | None = None, **options: Any) -> Events:
     """Read one source into an :class:`Events` table.
 
     ``paths`` is one file, or for Tardis several files of one symbol (trades + book/quotes) that
     are merged.  ``options`` go to the reader (``tick_size``, ``lot_size``, ``symbol`` ...).
     """
+    events = _read(paths, format, options)
+    prices = events.table["price"]
+    top = float(np.nanmax(prices)) if np.isfinite(prices).any() else 0.0
+    if top / events.instrument.tick_size > MAX_TICKS:
+        raise InputError(f"the price {top:g} is {top / events.instrument.tick_size:.3g} ticks of "
+                         f"{events.instrument.tick_size:g}; at most {MAX_TICKS:.3g} ticks fit (a tick_size in the "
+                         "wrong unit?)", source=events.source, key="tick_size")
+    return events
+
+
+def _read(paths: str | os.PathLike | list, format: str | None, options: dict[str, Any]) -> Events:
     files = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
     if not files:
         raise InputError("no input files given")

@@ -62,9 +62,10 @@ import numpy as np
 import polars as pl
 
 from ..errors import InputError
+from .screen import STALE_AFTER_NS, describe_timestamp, drop_or_stop, tick_and_strays, timestamp_outliers
 from .events import (
     ASK, BBO, BID, CLEAR, EVENT_DTYPE, KIND_NAMES, SNAPSHOT, TRADE, DEPTH, Events, Instrument,
-    check_tick_alignment, infer_lot_size, infer_tick_size, validate_events,
+    check_tick_alignment, infer_lot_size, validate_events,
 )
 
 __all__ = ["read_tardis", "detect_tardis_type"]
@@ -84,9 +85,10 @@ _FLOAT_COLUMNS = {"price", "amount", "ask_amount", "ask_price", "bid_price", "bi
 _INT_COLUMNS = {"timestamp", "local_timestamp"}
 _SNAP_RE = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
 
-# Plausible microsecond timestamps: 1973 .. 5138.  Milliseconds or nanoseconds fall outside,
-# which catches a unit mix-up instead of silently scaling it by 1000.
-_US_MIN, _US_MAX = 10**14, 10**17
+# Plausible microsecond timestamps: 2000-01-01 .. 2100-01-01.  Milliseconds or nanoseconds fall
+# outside, which catches a unit mix-up instead of silently scaling it by 1000 (and x1000 stays
+# inside int64, which wraps around silently past year 2262).
+_US_MIN, _US_MAX = 946_684_800_000_000, 4_102_444_800_000_000
 
 
 @dataclass
@@ -471,7 +473,14 @@ def _read_file(path: str, symbol: str | None, quotes_only: bool | None) -> _File
     # Validation below names lines through the index of the row in ``df``; map them back to
     # file lines when a symbol filter removed rows.
     try:
-        exch_ts, local_ts = _timestamps_checked(df, path)
+        exch_ts, local_ts = _timestamps(df, path)
+    except InputError as exc:
+        raise _at_file_line(exc, row, path) from None
+    keep = _screen_timestamps(exch_ts, local_ts, row, path)
+    if not keep.all():
+        df, row, exch_ts, local_ts = df.filter(pl.Series(keep)), row[keep], exch_ts[keep], local_ts[keep]
+    try:
+        _check_local_sorted(local_ts, path)
         if dtype == TRADES:
             table, line = _trades(df, exch_ts, local_ts, path)
             extra = {}
@@ -485,25 +494,74 @@ def _read_file(path: str, symbol: str | None, quotes_only: bool | None) -> _File
             table, line = _book_snapshot(df, exch_ts, local_ts, path, n_levels)
             extra = {"book_depth_levels": n_levels}
     except InputError as exc:
-        if exc.line is not None and len(row) and 2 <= exc.line < len(row) + 2:
-            raise InputError(exc.message, source=path, line=int(row[exc.line - 2]) + 2) from None
-        raise
+        raise _at_file_line(exc, row, path) from None
     if len(row):
         line = row[line - 2] + 2
     return _FileRows(path, dtype, table, line, sym, str(exchanges[0]) if len(exchanges) == 1 else "",
                      rows_in_file, extra)
 
 
-def _timestamps_checked(df: pl.DataFrame, path: str) -> tuple[np.ndarray, np.ndarray]:
+def _at_file_line(exc: InputError, row: np.ndarray, path: str) -> InputError:
+    """``exc`` with its line (``r + 2`` for row ``r`` of the filtered frame) mapped back to the
+    file's line (a symbol filter or dropped rows remove rows)."""
+    if exc.line is not None and len(row) and 2 <= exc.line < len(row) + 2:
+        return InputError(exc.message, source=path, line=int(row[exc.line - 2]) + 2)
+    return exc
+
+
+def _timestamps(df: pl.DataFrame, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``timestamp`` and ``local_timestamp`` as int64 ns; empty cells are errors, values outside
+    the plausible range become -1 (judged by :func:`_screen_timestamps`)."""
     out = []
     for c in ("timestamp", "local_timestamp"):
         s = df[c]
         _fail_rows(s.is_null().to_numpy(), f"empty {c}", path)
         v = s.to_numpy().astype(np.int64, copy=False)
-        _fail_rows((v < _US_MIN) | (v >= _US_MAX), f"{c} is not in microseconds since the epoch", path, v)
-        out.append(v * 1000)
-    _check_local_sorted(out[1], path)
+        out.append(np.where((v < _US_MIN) | (v >= _US_MAX), -1, v * 1000))
     return out[0], out[1]
+
+
+def _screen_timestamps(exch: np.ndarray, local: np.ndarray, row: np.ndarray, path: str) -> np.ndarray:
+    """Rows to keep: a row whose timestamps are out of the µs range, off the local timeline, or
+    whose feed latency is out of line (:mod:`mmsweep.sweep.data.screen`) is dropped with a
+    warning, or stops the read when such rows are many.  Lines named are the file's."""
+    unit = (exch < 0) | (local < 0)
+    bad, why = unit.copy(), np.zeros(len(exch), np.int8)
+    ok = ~unit  # the others are judged without the unreadable ones
+    bad[ok], why[ok] = timestamp_outliers(exch[ok], local[ok])
+    if not bad.any():
+        return np.ones(len(exch), bool)
+    median = int(np.median((local - exch)[~bad])) if (~bad).any() else 0
+
+    def reason(i: int) -> str:
+        if unit[i]:
+            col = "timestamp" if exch[i] < 0 else "local_timestamp"
+            return f"{col} is not in microseconds since the epoch (2000..2100)"
+        return describe_timestamp(int(why[i]), int(exch[i]), int(local[i]), median)
+
+    drop_or_stop(bad, len(exch), lambda i: {"line": int(row[i]) + 2}, "an implausible timestamp", path, reason,
+                 unit="line")
+    return ~bad
+
+
+def _coverage(parts: list[_FileRows]) -> list[dict]:
+    """First and last local time (ns) of each file; warns when files merged into one source do
+    not cover the same span: where one ends early (or starts late) its data are stale, e.g.
+    quotes of 4 minutes merged with trades of 2 hours leave the book frozen for the rest."""
+    spans = [(p, int(p.table["local_ts"].min()), int(p.table["local_ts"].max())) for p in parts if len(p.table)]
+    out = [{"path": p.path, "type": p.dtype, "first_local_ns": lo, "last_local_ns": hi} for p, lo, hi in spans]
+    if len(spans) < 2:
+        return out
+    lo_all, hi_all = min(lo for _, lo, _ in spans), max(hi for _, _, hi in spans)
+    total = max(hi_all - lo_all, 1)
+    for p, lo, hi in spans:
+        missing = (lo - lo_all) + (hi_all - hi)
+        if missing > STALE_AFTER_NS:
+            warnings.warn(f"{p.path}: its {p.dtype} rows cover {(hi - lo) / 1e9:,.1f} s of the merged "
+                          f"{total / 1e9:,.1f} s ({100 * (hi - lo) / total:.1f} %); for the rest of the span this "
+                          "source is stale (frames flag the rows whose book has not changed for "
+                          f"{STALE_AFTER_NS / 1e9:g} s)", UserWarning, stacklevel=3)
+    return out
 
 
 def _as_paths(paths) -> list[str]:
@@ -607,8 +665,17 @@ def read_tardis(paths, *, symbol: str | None = None, tick_size: float | None = N
     priced = table["kind"] != CLEAR
     tick_inferred = tick_size is None
     lot_inferred = lot_size is None
+    strays = 0
     if tick_inferred:
-        tick_size = infer_tick_size(table["price"][priced])
+        tick_size, stray = tick_and_strays(table["price"], priced)
+        if stray.any():
+            strays = int(stray.sum())
+            first = int(np.argmax(stray))
+            drop_or_stop(stray, int(priced.sum()), lambda i: {"line": int(line[i])},
+                         f"a price off the {tick_size:g} tick grid of every other price",
+                         parts[int(file_idx[first])].path, lambda i: f"price {float(table['price'][i])!r}")
+            table, file_idx, line, priced = table[~stray], file_idx[~stray], line[~stray], priced[~stray]
+    coverage = _coverage(parts)
     if lot_inferred:
         lot_size = infer_lot_size(table["qty"][priced])
     exchanges = {p.exchange for p in parts if p.exchange}
@@ -632,6 +699,8 @@ def read_tardis(paths, *, symbol: str | None = None, tick_size: float | None = N
         "exch_ts_clamped_max_ns": max_early,
         "tick_size_inferred": tick_inferred,
         "lot_size_inferred": lot_inferred,
+        "off_grid_prices_dropped": strays,
+        "coverage": coverage,
         "time_unit": "ns",
     }
     return Events(table, instrument, source=", ".join(files), meta=meta)
