@@ -247,13 +247,13 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
     import polars as pl
 
     from .run import run_experiment, top_table
+    from .selection import describe
 
     start = time.perf_counter()
     run_dir = run_experiment(exp, out_root=out_root, resume=resume, log=lambda m: click.echo(m, err=True))
     results = pl.read_parquet(run_dir / "results.parquet")
     click.echo(f"\n{results.height:,} lanes in {time.perf_counter() - start:.1f} s; "
-               f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by train "
-               f"{exp.objective.metric}:")
+               f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by {describe(exp)}:")
     click.echo(top_table(results, exp, top))
     _print_findings(run_dir, results, exp)
     click.echo(f"\nrun folder: {run_dir} (results.parquet, config.json, manifest.json)")
@@ -262,6 +262,7 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
 
 def _print_findings(run_dir: Path, results, exp) -> None:
     from .diagnostics import findings, format_findings
+    from .selection import format_overfitting, overfitting
 
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
@@ -269,6 +270,9 @@ def _print_findings(run_dir: Path, results, exp) -> None:
     if found:
         click.echo("")
         click.echo(click.style(format_findings(found), fg="yellow"))
+    text = format_overfitting(overfitting(results, exp, manifest))
+    if text:
+        click.echo("\n" + text)
 
 
 @main.command("verify")

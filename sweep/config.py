@@ -39,11 +39,15 @@ Schema (defaults shown; "required" keys have none)::
                                   # [spot.rolling_return_300s]}; every feature they name must
                                   # be in `features`
     sweep: {}                     # swept parameters, see below; empty = one lane
-    objective: {metric: SR, maximize: true}     # maximize defaults per metric (METRICS)
+    objective: {metric: SR, maximize: true}     # maximize defaults per metric (METRICS); also
+                                  # rank_on: train | mean | quantile (over folds), quantile: 0.25,
+                                  # neighbourhood: 0 (grid steps; robust ranking), see selection.py
     constraints: {min_trades: null, max_drawdown: null}
                                   # on the train part: at least min_trades fills; MaxDrawdown
                                   # (fraction of book_size) at most max_drawdown
-    split: {train_fraction: 1.0}  # or {train_end_ms: <epoch ms, local clock>}; ranking on train,
+    split: {train_fraction: 1.0}  # or {train_end_ms: <epoch ms, local clock>}; plus optional
+                                  # walk_forward: {folds: K, anchored: false} or k_fold: {folds: K}
+                                  # (blocks of the train part, selection.py); ranking on train,
                                   # metrics reported for train and test
     verify:                       # exact replay (mmsweep verify) of the top K + a random sample
       {top_k: 20, sample: 50, seed: 0,
@@ -478,8 +482,14 @@ class Sweep:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
+    """The ranking metric; ``rank_on``, ``quantile`` and ``neighbourhood`` choose how lanes are
+    ranked on it (:mod:`mmsweep.sweep.selection`)."""
+
     metric: str = "SR"
     maximize: bool = True
+    rank_on: str = "train"  # train | mean | quantile (of the fold test objectives)
+    quantile: float = 0.25
+    neighbourhood: int = 0  # grid steps of the robust (smoothed) ranking; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,6 +506,7 @@ class Split:
 
     train_fraction: float | None = 1.0
     train_end_ms: int | None = None
+    folds: Any = None  # selection.Folds: walk-forward / k-fold blocks of the train part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1400,9 +1411,17 @@ def _parse_derived(ctx: _Ctx, raw: Any, scope: _Scope, swept: dict[str, list[flo
 
 
 def _parse_objective(ctx: _Ctx, raw: Any) -> Objective:
-    sec = _Section(ctx, raw, "objective", ("metric", "maximize"), "what ranks the lanes")
+    from .selection import RANK_ON
+
+    sec = _Section(ctx, raw, "objective", ("metric", "maximize", "rank_on", "quantile", "neighbourhood"),
+                   "what ranks the lanes")
     metric = sec.text("metric", "SR", what="the ranking metric", choices=tuple(METRICS))
-    return Objective(metric, sec.boolean("maximize", METRICS[metric], what="true: larger is better"))
+    return Objective(metric, sec.boolean("maximize", METRICS[metric], what="true: larger is better"),
+                     rank_on=sec.text("rank_on", "train", what="what the lanes are ranked on", choices=RANK_ON),
+                     quantile=sec.number("quantile", 0.25, what="quantile of the fold test objectives", low=0,
+                                         high=1),
+                     neighbourhood=sec.integer("neighbourhood", 0, what="grid steps of the smoothed objective",
+                                               low=0))
 
 
 def _parse_constraints(ctx: _Ctx, raw: Any) -> Constraints:
@@ -1415,7 +1434,14 @@ def _parse_constraints(ctx: _Ctx, raw: Any) -> Constraints:
 
 
 def _parse_split(ctx: _Ctx, raw: Any) -> Split:
-    sec = _Section(ctx, raw, "split", ("train_fraction", "train_end_ms"), "train/test split")
+    from .selection import parse_folds
+
+    sec = _Section(ctx, raw, "split", ("train_fraction", "train_end_ms", "walk_forward", "k_fold"), "train/test split")
+    folds = parse_folds(sec)
+    return dataclasses.replace(_parse_train_test(ctx, sec), folds=folds)
+
+
+def _parse_train_test(ctx: _Ctx, sec: "_Section") -> Split:
     if sec.has("train_fraction") and sec.has("train_end_ms"):
         raise ctx.fail(sec.k("train_end_ms"), "give either train_fraction or train_end_ms, not both")
     if sec.has("train_end_ms"):
@@ -1533,6 +1559,13 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         run=_parse_run(ctx, top.raw("run")),
         source=source,
     )
+    if exp.objective.rank_on != "train" and exp.split.folds is None:
+        raise ctx.fail("objective.rank_on", f"rank_on: {exp.objective.rank_on} ranks across folds; add "
+                       "split.walk_forward or split.k_fold")
+    if exp.split.folds is not None:  # blocks are whole resample windows (one compiled kernel for all)
+        every = max(1, int(round(exp.metrics.resample_s * 1e9 / interval_ns)))
+        exp = dataclasses.replace(exp, split=dataclasses.replace(
+            exp.split, folds=dataclasses.replace(exp.split.folds, align_rows=every)))
     return exp
 
 
@@ -1595,6 +1628,10 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
     latency = {"file": exp.latency.file} if exp.latency.file else {"entry_ms": _num(exp.latency.entry_ns / 1e6)}
     split = ({"train_end_ms": exp.split.train_end_ms} if exp.split.train_end_ms is not None
              else {"train_fraction": exp.split.train_fraction})
+    if exp.split.folds is not None:  # written only when set (older experiments keep their hash)
+        split.update(exp.split.folds.to_dict())
+    objective = {k: v for k, v in dataclasses.asdict(exp.objective).items()
+                 if k in ("metric", "maximize") or v != getattr(Objective, k)}
     return {
         "name": exp.name,
         "description": exp.description,
@@ -1609,7 +1646,7 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
                                 if k in exp.policy.active(exp.strategy.static)},
                      "static": {k: list(v) if isinstance(v, tuple) else v for k, v in exp.strategy.static.items()}},
         "sweep": _sweep_dict(exp.sweep),
-        "objective": dataclasses.asdict(exp.objective),
+        "objective": objective,
         "constraints": dataclasses.asdict(exp.constraints),
         "split": split,
         "verify": dataclasses.asdict(exp.verify),

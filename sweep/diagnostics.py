@@ -9,6 +9,8 @@ the report shows them at the top.  Each is a :class:`Finding` with a short code 
 * ``test_losers``: at least half of the top ``TOP_N`` train lanes lose money (PnL < 0) on the
   test part; also the rank correlation of train and test objective over feasible lanes.
 * ``no_feasible``: the constraints remove every lane, with what each constraint alone removes.
+* ``fold_losers``: with walk-forward / k-fold splits, in at least half of the folds the lane best
+  on the fold's train blocks loses money on its test block.
 * ``rebate_only``: the chosen lane's PnL is positive only thanks to maker rebates (PnL + Fees <=
   0, Fees being negative for a rebate).
 """
@@ -116,6 +118,12 @@ def findings(results, exp, manifest: dict[str, Any] | None = None) -> list[Findi
                                f"part (Spearman of train vs test {metric} over feasible lanes: {rho:.2f}); the "
                                "train ranking does not carry over", {"losers": losers, "top": top.height,
                                                                      "spearman": rho}))
+
+    # Walk-forward / k-fold: the folds' train winners on their test blocks.
+    if exp.split.folds is not None and feasible:
+        from .selection import fold_findings
+
+        out += fold_findings(results, exp)
 
     # The chosen lane earns only the rebate.
     if feasible:

@@ -82,7 +82,7 @@ def analyse_lanes(prep, lanes: Sequence[int], *, exact: bool = True, processes: 
     params = {k: np.asarray(np.asarray(v, np.float64)[lanes], kernel_dtype) for k, v in prep.lanes.items()}
     parts: dict[str, PartDetail] = {}
     for part, (lo, hi) in part_bounds(frames, exp.split).items():
-        if part not in prep.parts:
+        if part not in prep.parts or part not in ("train", "test"):  # blocks of folds: not detailed
             continue
         ts = np.asarray(frames["local_ts"][lo:hi], np.int64)
         mid = (np.asarray(frames["bid"][lo:hi], np.float64) + np.asarray(frames["ask"][lo:hi], np.float64)) * 0.5 * tick

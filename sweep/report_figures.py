@@ -311,3 +311,47 @@ def decomposition(path: str | os.PathLike, bars: Sequence[dict], *, quote: str, 
                frameon=False)
     fig.suptitle(title, fontsize=11.5)
     return _save(fig, path)
+
+
+def folds(path: str | os.PathLike, *, blocks: np.ndarray, labels: Sequence[str], test_blocks: Sequence[int],
+          metric_label: str, logits: np.ndarray | None, pbo: float | None, title: str) -> Path:
+    """The objective of the top lanes block by block, and the CSCV logit distribution.
+
+    Args:
+        blocks: [lanes, B] objective per block (raw metric values).
+        labels: [lanes] legend text per lane.
+        test_blocks: blocks that are some fold's test block (shaded).
+        logits: CSCV logits ``lambda_c`` (None: no PBO).
+    """
+    fig = _figure(13.0 if logits is not None else 8.0, 4.6)
+    axes = fig.subplots(1, 2 if logits is not None else 1, squeeze=False, width_ratios=(1.6, 1.0)
+                        if logits is not None else None)[0]
+    ax = axes[0]
+    b = np.arange(blocks.shape[1])
+    for k in test_blocks:
+        ax.axvspan(k - 0.5, k + 0.5, color=TEST, alpha=0.08, lw=0)
+    for row, label in zip(blocks, labels):
+        ax.plot(b, row, marker="o", ms=4, lw=1.3, label=label)
+    ax.axhline(0.0, color="black", lw=0.7)
+    ax.set_xticks(b, [f"block {k}" for k in b])
+    ax.set_xlabel("train part, block by block (shaded: a fold's test block)")
+    ax.set_ylabel(metric_label)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    ax.set_title("the top lanes on each block (each backtested from flat)", fontsize=10)
+    if logits is not None:
+        ax2 = axes[1]
+        lg = np.asarray(logits, np.float64)
+        lim = max(1.0, float(np.max(np.abs(lg))) if lg.size else 1.0)
+        bins = np.linspace(-lim, lim, 25)
+        ax2.hist(lg[lg <= 0], bins=bins, color=SELL, alpha=0.75, label="winner at or below the OOS median")
+        ax2.hist(lg[lg > 0], bins=bins, color=BUY, alpha=0.75, label="winner above the OOS median")
+        ax2.axvline(0.0, color="black", lw=0.8)
+        ax2.set_xlabel("logit of the in-sample winner's out-of-sample rank")
+        ax2.set_ylabel("CSCV splits")
+        ax2.yaxis.get_major_locator().set_params(integer=True)
+        ax2.set_title(f"PBO = {pbo:.2f} (share of splits left of 0)", fontsize=10)
+        ax2.legend(loc="upper left", fontsize=7.5, frameon=False)
+        ax2.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=11.5)
+    return _save(fig, path)

@@ -278,6 +278,81 @@ def _landscape_figures(out_dir: Path, exp, results, top: np.ndarray, metric_labe
     return out
 
 
+def _chosen_moments(exp, details) -> tuple[float, float] | None:
+    """Skewness and kurtosis of the chosen lane's train equity changes per resample period (its
+    fast record, sampled every resample window)."""
+    from .stats import moments
+
+    if details is None or "train" not in details.parts:
+        return None
+    every = max(1, int(round(exp.metrics.resample_s * 1e9 / exp.interval_ns)))
+    equity = details.parts["train"].fast_equity[0]
+    changes = np.diff(equity[every - 1::every])
+    return moments(changes) if changes.size >= 3 else None
+
+
+def _selection_section(work: Path, exp, results, manifest, details, metric_label: str) -> dict[str, Any]:
+    """The overfitting statistics, the fold table and the fold figure; ``html`` is the section."""
+    from . import report_figures as rf
+    from . import selection
+
+    esc = html.escape
+    summary = selection.overfitting(results, exp, manifest, moments=_chosen_moments(exp, details))
+    parts = [f"<p class='note'>Lanes are ranked on <b>{esc(selection.describe(exp))}</b> (feasible lanes: the "
+             "constraints hold on the whole train part).</p>"]
+    rows = []
+    p = summary.get("pbo")
+    if p is not None:
+        if p.get("pbo") is None:
+            rows.append(["PBO (CSCV)", "n/a", esc(p.get("why", ""))])
+        else:
+            rows.append(["PBO (CSCV)", _fmt(p["pbo"], 3),
+                         f"{p['blocks']} blocks, {p['combinations']} splits, {p['trials']:,} distinct lanes, on "
+                         f"{esc(p['metric'])}; out-of-sample loss of the in-sample winner in "
+                         f"{100 * p['oos_loss']:.0f} % of splits; OOS/IS slope {_fmt(p['degradation'], 3)}"])
+    else:
+        rows.append(["PBO (CSCV)", "n/a", "needs time blocks: add split.walk_forward or split.k_fold"])
+    d = summary.get("dsr")
+    if d is not None:
+        rows.append([f"deflated SR, lane {d['lane']}", _fmt(d["dsr"], 3),
+                     f"P[true SR &gt; 0] given {d['trials']:,.0f} trials: SR {_fmt(d['sr_annual'])} vs "
+                     f"{_fmt(d['sr0_annual'])} expected from the best of that many unskilled trials (annualised; "
+                     f"SR - SR0 = {_fmt(d['sr_annual'] - d['sr0_annual'])}); "
+                     f"{d['n_obs']:,} train samples, skewness {_fmt(d['skew'], 3)}, kurtosis {_fmt(d['kurtosis'], 3)}"
+                     + ("" if d.get("moments_measured") else " (assumed normal)") + f"; PSR(0) without deflation "
+                     f"{_fmt(d['psr0'], 3)}"])
+    parts.append(_table(["statistic", "value", "how"], rows, wrap=(2,)))
+    parts.append("<p class='note'>PBO: the probability that the lane best in-sample ranks at or below the median "
+                 "out of sample, over every split of the blocks into halves (Bailey, Borwein, López de Prado and "
+                 "Zhu 2016); 0.5 is a coin flip, near 0 a persistent edge. Deflated SR: the probability that the "
+                 "chosen lane's true Sharpe ratio is positive once the number of trials, their spread of Sharpe "
+                 "ratios and the returns' skewness and kurtosis are accounted for (Bailey and López de Prado "
+                 "2014); the best of pure noise scores about 0.5, a real edge near 1 (0.95 is the usual bar). "
+                 "Trials = feasible lanes with distinct outcomes.</p>")
+    folds = exp.split.folds
+    if folds is not None:
+        table = selection.fold_table(results, exp)
+        parts.append(_table(["fold", "train blocks", "test block", "train winner", f"its train {exp.objective.metric}",
+                             f"its test {exp.objective.metric}", "its test PnL", "its rank on test"],
+                            [[str(r["fold"]), ", ".join(map(str, r["train_blocks"])), str(r["test_block"]),
+                              "-" if r.get("lane") is None else str(r["lane"])]
+                             + (["-"] * 4 if r.get("lane") is None else
+                                [_fmt(r["train_objective"]), _fmt(r["test_objective"]), _fmt(r["test_PnL"]),
+                                 f"{r['test_rank']:,} / {r['lanes']:,}"]) for r in table], left=0))
+        res = results.sort("lane")
+        m = selection.block_columns(res, exp.objective.metric, folds.blocks)
+        top = [int(x) for x in (details.lanes if details is not None else [])][:6]
+        labels = [f"lane {x} (rank {res['rank'][x]})" for x in top]
+        path = rf.folds(work / "folds.png", blocks=m[:, top].T if top else np.zeros((0, folds.blocks)),
+                        labels=labels, test_blocks=sorted({te for _, te in folds.plan()}), metric_label=metric_label,
+                        logits=None if p is None or p.get("pbo") is None else np.asarray(p["logits"]),
+                        pbo=None if p is None else p.get("pbo"),
+                        title=f"{exp.name}: {folds.scheme.replace('_', '-')} blocks of the train part")
+        parts.append(_img(path.name, "folds"))
+    summary["html"] = "\n".join(parts)
+    return summary
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;
 color:#222;padding:0 16px}
@@ -285,7 +360,7 @@ h1{font-size:22px;margin-bottom:4px} h3{font-size:15px;margin:14px 0 2px} h2{fon
 .sub{color:#555;font-size:13px} .warn{background:#fff4e5;border-left:4px solid #e08a00;padding:8px 12px;margin:6px 0;
 font-size:14px} .ok{background:#eef7ee;border-left:4px solid #2ca02c;padding:8px 12px;font-size:14px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0} th,td{border:1px solid #ddd;padding:3px 6px;
-text-align:right;white-space:nowrap} th{background:#f3f3f3;vertical-align:bottom} td.l,th.l{text-align:left}
+text-align:right;white-space:nowrap} th{background:#f3f3f3;vertical-align:bottom} td.l,th.l{text-align:left} td.w,th.w{white-space:normal;text-align:left;min-width:420px}
 tr.exact td{color:#8b1a1a} tr.sep td{border-top:2px solid #999} .unit{font-weight:normal;color:#666;font-size:10px}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0} .note{font-size:12px;color:#555;max-width:1100px}
 code{background:#f4f4f4;padding:1px 4px}
@@ -297,13 +372,17 @@ def _img(name: str, alt: str) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1,
-           row_class: Sequence[str] | None = None) -> str:
-    th = "".join(f'<th class="l">{h}</th>' if k < left else f"<th>{h}</th>" for k, h in enumerate(header))
+           row_class: Sequence[str] | None = None, wrap: Sequence[int] = ()) -> str:
+    """An HTML table; the first ``left`` columns left-aligned, columns in ``wrap`` wrapped text."""
+    def cls(k: int) -> str:
+        names = (["l"] if k < left else []) + (["w"] if k in wrap else [])
+        return f' class="{" ".join(names)}"' if names else ""
+
+    th = "".join(f"<th{cls(k)}>{h}</th>" for k, h in enumerate(header))
     body = []
     for r, row in enumerate(rows):
-        cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
-        body.append(f"<tr{cls}>" + "".join(f'<td class="l">{c}</td>' if k < left else f"<td>{c}</td>"
-                                            for k, c in enumerate(row)) + "</tr>")
+        rc = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
+        body.append(f"<tr{rc}>" + "".join(f"<td{cls(k)}>{c}</td>" for k, c in enumerate(row)) + "</tr>")
     return (f"<div style='overflow-x:auto'><table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody>"
             "</table></div>")
 
@@ -336,13 +415,13 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
         units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year)
         metric_label = f"{metric} ({units[metric]})" if metric in units else metric
         land = _landscape_figures(work, exp, results, lanes, metric_label)
-        overfit: dict[str, Any] = {}
         details = None
         figs: dict[str, list[Path]] = {}
         if len(lanes):
             prep = prepare(exp, log=log)
             details = analyse_lanes(prep, lanes, exact=exact, processes=processes, log=log)
             figs = lane_figures(work, details, exp, results, quote=quote, qty_unit=qty_unit)
+        overfit = _selection_section(work, exp, results, manifest, details, metric_label)
         if verify is not None and (run_dir / "plots" / "verify_scatter.png").exists():
             shutil.copy(run_dir / "plots" / "verify_scatter.png", work / "verify_scatter.png")
         page = _page(exp, results, manifest, verify, findings, lanes, land, overfit, details, figs, units, quote,
@@ -365,6 +444,8 @@ def _page(exp, results, manifest, verify, findings, lanes, land, overfit, detail
           seconds: float) -> str:
     import polars as pl
 
+    from .selection import describe
+
     metric = exp.objective.metric
     esc = html.escape
     n = results.height
@@ -382,8 +463,9 @@ def _page(exp, results, manifest, verify, findings, lanes, land, overfit, detail
            f"({esc(data.get('instrument', {}).get('symbol', ''))}); {rows_total:,} decision rows of "
            f"{interval_s * 1e3:g} ms, train {train_rows * interval_s:,.0f} s, test "
            f"{(rows_total - train_rows) * interval_s:,.0f} s; fill model {esc(exp.fill_model)}; maker "
-           f"{exp.fees.maker_bps:g} bps (negative = rebate). Objective: {'max' if exp.objective.maximize else 'min'} "
-           f"train {esc(metric)}; {feasible:,} lanes meet the constraints. PnL in {esc(quote)}.</div>"]
+           f"{exp.fees.maker_bps:g} bps (negative = rebate). Ranked on {esc(describe(exp))} "
+           f"({'larger' if exp.objective.maximize else 'smaller'} is better); {feasible:,} lanes meet the "
+           f"constraints. PnL in {esc(quote)}.</div>"]
 
     out.append("<h2 id='warnings'>Warnings</h2>")
     if findings:

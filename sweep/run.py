@@ -67,11 +67,16 @@ def _split_rows(frames, split) -> int:
 
 
 def part_bounds(frames, split) -> dict[str, tuple[int, int]]:
-    """Frame rows ``[lo, hi)`` of the train part and, if any, the test part."""
+    """Frame rows ``[lo, hi)`` of the train part, the test part if any, and the blocks
+    ``block<b>`` of the train part when the split has folds (:mod:`mmsweep.sweep.selection`)."""
     cut = _split_rows(frames, split)
     bounds = {"train": (0, cut)}
     if cut < len(frames) - 1:
         bounds["test"] = (cut, len(frames))
+    if getattr(split, "folds", None) is not None:
+        from .selection import block_bounds
+
+        bounds.update({f"block{b}": lohi for b, lohi in enumerate(block_bounds(0, cut, split.folds))})
     return bounds
 
 
@@ -209,6 +214,12 @@ def rank(results, exp) -> "Any":
         feasible &= pl.col("train_MaxDrawdown") <= exp.constraints.max_drawdown
     results = results.with_columns(feasible.alias("feasible"))
     key = pl.when(pl.col("feasible")).then(pl.col(metric) * (1 if exp.objective.maximize else -1)).otherwise(None)
+    from . import selection
+
+    if not selection.is_plain(exp):  # folds and/or the smoothed objective: selection.ranking_score
+        results = results.sort("lane")
+        results = results.with_columns(pl.Series("score", selection.ranking_score(results, exp)))
+        key = pl.when(pl.col("score").is_not_nan()).then(pl.col("score")).otherwise(None)
     results = results.with_columns(key.rank(method="ordinal", descending=True).alias("rank"))
     return results.sort(["rank", "lane"], nulls_last=True)
 
@@ -290,7 +301,10 @@ def top_table(results, exp, n: int = 10) -> str:
                                          "train_MaxDrawdown"]
     if "test_PnL" in results.columns:
         cols += [f"test_{metric}", "test_PnL"]
-    top = results.filter(pl.col("feasible")).head(n).select([c for c in cols if c in results.columns])
+    if "score" in results.columns:  # the ranking statistic when it is not the train objective
+        cols.insert(2 + len(params), "score")
+    top = results.filter(pl.col("feasible") & pl.col("rank").is_not_null()).sort("rank").head(n)
+    top = top.select([c for c in cols if c in results.columns])
     if top.height == 0:
         return "no lane meets the constraints"
     header = " ".join(f"{c:>14}" for c in top.columns)

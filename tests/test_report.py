@@ -90,7 +90,7 @@ def test_report_page_and_figures(run_dir, page) -> None:
         img = mpimg.imread(path)
         assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 600, (name, img.shape)
         assert img[..., :3].std() > 0.05, f"{name} is blank"
-    for heading in ("Warnings", "hftbacktest's stats", "PnL and where it comes from", "Fill markouts",
+    for heading in ("Warnings", "Selection and overfitting", "deflated SR, lane", "hftbacktest's stats", "PnL and where it comes from", "Fill markouts",
                     "Fast kernel vs exact engine", "spread capture", "inventory MTM"):
         assert heading in text, heading
     # the warnings come first
