@@ -52,8 +52,9 @@ class ReplayConfig:
             exch_ts) rather than after every row (hftbacktest).
         lockstep: candidates replayed together in one pass over the events.
         processes: worker processes for groups of candidates (1 = in this process).
-        n_slots: order slots per candidate (default ``4 * max_levels + 8``).
-        bus_size: capacity of each message bus per candidate.
+        n_slots: order slots per candidate (default: :func:`order_slots`, enough for every order
+            the grid can have in flight); grown automatically if a replay still runs out.
+        bus_size: capacity of each message bus per candidate (grown likewise).
         fill_capacity: rows of the fill log per pass (fills beyond are counted, not logged).
     """
 
@@ -87,6 +88,17 @@ class ReplayConfig:
         response latency, crosses judged per message.  The engine then reproduces the kernel's
         fills when ``entry_ns`` is shorter than the decision interval."""
         return cls(queue="none", entry_ns=entry_ns, response_ns=0, cross_per_message=True, **kw)
+
+    def max_round_trip_ns(self) -> int:
+        """The longest request-to-response time (ns) the latency model can give."""
+        if self.latency_rows is None:
+            return abs(int(self.entry_ns)) + int(self.response_ns)
+        req = np.asarray(self.latency_rows["req_ts"], np.int64)
+        exch = np.asarray(self.latency_rows["exch_ts"], np.int64)
+        resp = np.asarray(self.latency_rows["resp_ts"], np.int64)
+        ok = exch > 0
+        trip = int((exch - req)[ok].max() + (resp - exch)[ok].max()) if ok.any() else 0
+        return max(trip, int((resp - req)[~ok].max()) if (~ok).any() else 0)
 
     def latency_model(self) -> LatencyModel:
         if self.latency_rows is not None:
@@ -163,6 +175,26 @@ def build_data(table: np.ndarray, tick_size: float, lot_size: float, *, roi: flo
     return data, base, n_ticks
 
 
+def order_slots(max_levels: int, round_trip_ns: int, interval_ns: int) -> int:
+    """Order slots one candidate needs at most, quoting ``max_levels`` a side every
+    ``interval_ns`` with requests answered within ``round_trip_ns``.
+
+    Each decision sends at most ``max_levels`` new orders a side.  An order's slot is busy from
+    its sending until the decision after its end is known: its acknowledgement comes within a
+    round trip, the first decision after that may cancel it, the cancel's answer comes within
+    another round trip, and the next decision frees the slot -- at most ``2 * ceil(round trip /
+    interval) + 2`` decisions later.  Orders of ``2 * ceil(...) + 3`` decisions, both sides, plus
+    a margin."""
+    per_decision = 2 * max(int(max_levels), 1)
+    trips = -(-max(int(round_trip_ns), 0) // max(int(interval_ns), 1))
+    return per_decision * (2 * trips + 3) + 8
+
+
+#: limits the automatic growth stops at (per candidate); a lane that needs more is reported failed
+MAX_SLOTS = 1 << 14
+MAX_BUS = 1 << 16
+
+
 def _cfg(config: ReplayConfig, tick_size: float, lot_size: float, book_base: int) -> Cfg:
     return Cfg(float(tick_size), float(lot_size), int(book_base), queue_code(config.queue), float(config.queue_n),
                bool(config.partial_fills), float(config.maker_fee), float(config.taker_fee), bool(config.inverse),
@@ -181,8 +213,9 @@ class ReplayResult(NamedTuple):
             bots heard of them; ``exch_ts`` is when the exchange filled, ``local_ts`` when the bot
             knew.
         final: dict of [n] arrays at the end: Rejections, CancelsLost, FinalPosition, and the
-            final equity/trades after the last window.
-        stats: run facts (events, seconds, passes, fills dropped).
+            final equity/trades after the last window; ``Failure``: why a candidate could not be
+            replayed ("" if it was; a failed candidate's record is NaN and it has no fills).
+        stats: run facts (events, seconds, passes, fills dropped, order slots, failed).
     """
 
     timestamp: np.ndarray
@@ -205,11 +238,68 @@ FILL_DTYPE = np.dtype([("lane", "i8"), ("exch_ts", "i8"), ("local_ts", "i8"), ("
 _JOB: dict[str, Any] = {}
 
 
+def _is_capacity_error(exc: BaseException) -> bool:
+    """Out of order slots (:data:`replay.local.SLOTS_FULL`) or of bus space (replay.bus.push)."""
+    from .local import SLOTS_FULL
+
+    return isinstance(exc, RuntimeError) and str(exc).startswith((SLOTS_FULL, "replay: message bus full"))
+
+
 def _run_group(lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Replay candidates ``[lo, hi)``.  A pass that runs out of order slots or bus space is run
+    again with both doubled (up to ``MAX_SLOTS``/``MAX_BUS``); candidates that still cannot be
+    replayed are replayed one by one to find them, and reported in ``Failure`` (their records
+    NaN) while the others complete."""
+    j = _JOB
+    n_slots, bus = j["n_slots"], j["config"].bus_size
+    while True:
+        try:
+            return _replay_group(lo, hi, n_slots, bus)
+        except RuntimeError as exc:
+            if not _is_capacity_error(exc):
+                raise
+            if n_slots >= MAX_SLOTS and bus >= MAX_BUS:
+                last = str(exc)
+                break
+            n_slots, bus = min(2 * n_slots, MAX_SLOTS), min(2 * bus, MAX_BUS)
+    if hi - lo > 1:
+        return _merge_groups([_run_group(c, c + 1) for c in range(lo, hi)])
+    return _failed_group(lo, hi, f"{last} (at {n_slots} order slots and a bus of {bus} messages)", n_slots)
+
+
+def _failed_group(lo: int, hi: int, reason: str, slots: int) -> dict[str, np.ndarray]:
+    """The record of candidates that could not be replayed: NaN throughout, no fills."""
+    n, T = hi - lo, len(_JOB["decision_ts"])
+    rec: dict[str, Any] = {k: np.full((n, T), np.nan) for k in ("equity", "position", "num_trades", "trading_value",
+                                                                "fees")}
+    rec.update(mid=np.full(T, np.nan), fills=np.zeros(0, FILL_DTYPE), dropped=0, slots=slots,
+               **{k: np.full(n, np.nan) for k in ("Rejections", "CancelsLost", "FinalPosition", "EndEquity",
+                                                   "EndTrades", "ExchangeTrades")},
+               Failure=np.array([reason] * n, dtype=object))
+    return rec
+
+
+def _merge_groups(parts: list[dict]) -> dict[str, np.ndarray]:
+    """Candidates replayed apart, as one group (the market record from one that replayed)."""
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        if key == "mid":
+            good = [p["mid"] for p in parts if not p["Failure"].any()]
+            out[key] = good[0] if good else parts[0]["mid"]
+        elif key == "dropped":
+            out[key] = sum(p[key] for p in parts)
+        elif key == "slots":
+            out[key] = max(p[key] for p in parts)
+        else:
+            out[key] = np.concatenate([p[key] for p in parts])
+    return out
+
+
+def _replay_group(lo: int, hi: int, n_slots: int, bus_size: int) -> dict[str, np.ndarray]:
     j = _JOB
     n = hi - lo
     T = len(j["decision_ts"])
-    sim = new_sim(n, j["n_slots"], j["config"].bus_size, j["n_ticks"], j["config"].fill_capacity)
+    sim = new_sim(n, n_slots, bus_size, j["n_ticks"], j["config"].fill_capacity)
     rec = {k: np.zeros((n, T)) for k in ("equity", "position", "num_trades", "trading_value", "fees")}
     mid = np.zeros(T)
     loop.run_policy(sim, j["cfg"], j["lat"], j["data"], j["decision_ts"], j["end_ts"], j["features"],
@@ -236,6 +326,8 @@ def _run_group(lo: int, hi: int) -> dict[str, np.ndarray]:
         EndEquity=np.array([loop.equity(sim, j["cfg"], c, end_mid) for c in range(n)]),
         EndTrades=sim.acct[0, :, A_TRADES].copy(),
         ExchangeTrades=sim.acct[1, :, A_TRADES].copy(),
+        Failure=np.array([""] * n, dtype=object),
+        slots=n_slots,
     )
     return rec
 
@@ -283,7 +375,9 @@ def replay_policy(table: np.ndarray, *, tick_size: float, lot_size: float, decis
         data=data, cfg=_cfg(config, tick_size, lot_size, base), lat=config.latency_model(), n_ticks=n_ticks,
         decision_ts=decision_ts, end_ts=np.int64(end_ts), features=features, params=values,
         max_lots=max_pos / lot_size - 1e-3, base_tick=np.int64(market.base_tick), max_levels=max_levels,
-        policy=fn, config=config, n_slots=config.n_slots or 4 * max_levels + 8,
+        policy=fn, config=config,
+        n_slots=config.n_slots or order_slots(max_levels, config.max_round_trip_ns(),
+                                              int(np.diff(decision_ts).min()) if len(decision_ts) > 1 else 1),
     )
     groups = [(lo, min(n, lo + config.lockstep)) for lo in range(0, n, config.lockstep)]
     started = time.perf_counter()
@@ -308,10 +402,13 @@ def replay_policy(table: np.ndarray, *, tick_size: float, lot_size: float, decis
     elapsed = time.perf_counter() - started
     cat = lambda key: np.concatenate([p[key] for p in parts])  # noqa: E731
     final = {k: cat(k) for k in ("Rejections", "CancelsLost", "FinalPosition", "EndEquity", "EndTrades",
-                                 "ExchangeTrades")}
+                                 "ExchangeTrades", "Failure")}
     stats = {"events": int(len(data.x_ts)), "candidates": n, "passes": len(groups), "seconds": elapsed,
-             "fills_dropped": int(sum(p["dropped"] for p in parts)), "config": config.describe()}
-    return ReplayResult(decision_ts, parts[0]["mid"], cat("equity"), cat("position"), cat("num_trades"),
+             "fills_dropped": int(sum(p["dropped"] for p in parts)), "order_slots": int(_JOB["n_slots"]),
+             "order_slots_used": int(max(p["slots"] for p in parts)),
+             "failed": int(sum(bool(f) for f in final["Failure"])), "config": config.describe()}
+    mid = next((p["mid"] for p in parts if not all(p["Failure"])), parts[0]["mid"])
+    return ReplayResult(decision_ts, mid, cat("equity"), cat("position"), cat("num_trades"),
                         cat("trading_value"), cat("fees"), cat("fills"), final, stats)
 
 
@@ -320,14 +417,19 @@ def replay_metrics(result: ReplayResult, *, resample_ns: int, book_size: float, 
     """The sweep's metrics (hftbacktest's definitions) from the record, one array per metric."""
     from ..kernels.metrics import metrics_from_record
 
+    failed = np.array([bool(f) for f in result.final.get("Failure", [""] * result.equity.shape[0])], bool)
     rows = []
     for c in range(result.equity.shape[0]):
+        if failed[c]:
+            rows.append(None)
+            continue
         rows.append(metrics_from_record(
             result.timestamp, equity=result.equity[c], position=result.position[c], mid_price=result.mid,
             num_trades_cum=result.num_trades[c], trading_value_cum=result.trading_value[c],
             fees_cum=result.fees[c], resample_ns=resample_ns, book_size=book_size,
             trading_days_per_year=trading_days_per_year, contract_multiplier=contract_multiplier))
-    out = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]} if rows else {}
+    names = next((list(r) for r in rows if r is not None), [])
+    out = {k: np.array([np.nan if r is None else r[k] for r in rows], np.float64) for k in names}
     out["Rejections"] = result.final["Rejections"]
     out["FinalPosition"] = result.final["FinalPosition"]
     return out

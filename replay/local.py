@@ -19,6 +19,10 @@ from .state import (C_NEXT_ID, C_REJECTIONS, F_CAND, F_EXCH_TS, F_LOCAL_TS, F_LO
                     R_NONE, TIF_GTX, TO_BOT, TO_EXCH, X_NONE)
 
 
+#: raised when a candidate needs more order slots than its state has (the engine grows them)
+SLOTS_FULL = "replay: every order slot is in use"
+
+
 @numba.njit(cache=True)
 def on_response(sim, cfg, c, m, ts):
     """A response reaches candidate ``c``'s bot at ``ts``."""
@@ -151,4 +155,4 @@ def maintain_grid(sim, lat, c, side, top, step, levels, lots, ts, want):
     for i in range(levels):
         if want[i]:
             if submit(sim, lat, c, side, top - side * i * step, lots, TIF_GTX, LIMIT, ts) < 0:
-                raise RuntimeError("replay: every order slot is in use (raise n_slots)")
+                raise RuntimeError(SLOTS_FULL)

@@ -3,13 +3,17 @@
 Run folder layout::
 
     <out>/<name>/
-        config.json      the resolved experiment (and its hash: --resume refuses another config)
+        config.json      the resolved experiment and its hash, the sha256 of every input file and
+                         the frames cache key: --resume refuses another experiment, data or frames
         manifest.json    data sources, frames cache key and build facts, versions, devices, timings
-        chunks/          one parquet per finished chunk, written atomically (the checkpoint)
+        chunks/          one parquet per finished chunk (the checkpoint)
         results.parquet  every lane: parameters, train_* and test_* metrics, rank
+        .lock            held (flock) while a command writes the folder
 
-An interrupted run keeps every finished chunk; ``--resume`` computes only the missing ones, so
-nothing is lost or repeated, and the final table is identical to an uninterrupted run's.
+An interrupted run keeps every finished chunk; ``--resume`` computes only the missing ones (and
+those found damaged), so nothing is lost or repeated, and the final table is identical to an
+uninterrupted run's.  Every file is written atomically and the folder is locked for the run's
+lifetime (:mod:`mmsweep.sweep.runfolder`): two runs never mix.
 The train and test parts are backtested separately, each starting flat (no position, no cash).
 """
 from __future__ import annotations
@@ -20,7 +24,9 @@ import json
 import math
 import os
 import platform
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -225,41 +231,114 @@ def rank(results, exp) -> "Any":
 
 
 def _write_atomic_parquet(df, path: Path) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.partial")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    from .runfolder import write_parquet
+
+    write_parquet(df, path)
+
+
+def _chunk_problem(path: Path, lo: int, hi: int, columns: list[str]) -> str | None:
+    """Why a checkpoint chunk cannot be used (unreadable, truncated, other lanes or columns), or
+    None when it holds exactly lanes ``[lo, hi)`` with every expected column."""
+    import polars as pl
+
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for damaged files
+        return f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        return f"lacks column(s) {missing[:4]}"
+    lanes = df["lane"].to_numpy()
+    if len(lanes) != hi - lo or not np.array_equal(lanes, np.arange(lo, hi)):
+        return f"holds {len(lanes)} lane(s), not lanes {lo}..{hi - 1}"
+    return None
+
+
+def _usable_chunks(chunk_dir: Path, total: int, chunk: int, columns: list[str], log) -> set[int]:
+    """Indices of the finished chunks that can be trusted; damaged ones are removed (they are
+    computed again) and foreign files are reported and ignored."""
+    n_chunks = -(-total // chunk)
+    done: set[int] = set()
+    if not chunk_dir.exists():
+        return done
+    for path in sorted(chunk_dir.glob("chunk_*.parquet")):
+        m = re.fullmatch(r"chunk_(\d{5})\.parquet", path.name)
+        i = int(m.group(1)) if m else -1
+        if not 0 <= i < n_chunks:
+            warnings.warn(f"{path}: not a chunk of this run ({n_chunks} chunks); ignored")
+            continue
+        problem = _chunk_problem(path, i * chunk, min(total, (i + 1) * chunk), columns)
+        if problem:
+            warnings.warn(f"{path}: checkpoint chunk {problem}; it is computed again")
+            path.unlink(missing_ok=True)
+            continue
+        done.add(i)
+    return done
 
 
 def run_experiment(exp, *, out_root: str | os.PathLike | None = None, resume: bool = False,
                    log: Callable[[str], None] = print, progress: Callable[[str], None] | None = None,
                    max_chunks: int | None = None) -> Path:
-    """Run (or resume) ``exp``; returns the run folder.  ``max_chunks`` stops early (for tests)."""
+    """Run (or resume) ``exp``; returns the run folder.  ``max_chunks`` stops early (for tests).
+
+    The folder is locked for the whole run (:mod:`mmsweep.sweep.runfolder`); ``--resume`` only
+    continues chunks computed from the same experiment, the same input files (sha256) and the
+    same frames (cache key), and recomputes damaged chunks."""
+    from .runfolder import FolderLock, make_folder
+
+    root = Path(out_root if out_root is not None else exp.run.out)
+    make_folder(root, "runs", key=None if out_root is not None else "run.out")
+    run_dir = root / exp.name
+    make_folder(run_dir, "run")
+    with FolderLock(run_dir, f"mmsweep run {exp.name}"):
+        return _run_locked(exp, run_dir, resume, log, progress or log, max_chunks)
+
+
+def _run_locked(exp, run_dir: Path, resume: bool, log, progress, max_chunks) -> Path:
     import polars as pl
 
     from .grids import n_lanes
 
-    progress = progress or log
-    run_dir = Path(out_root if out_root is not None else exp.run.out) / exp.name
     chunk_dir = run_dir / "chunks"
     config_path = run_dir / "config.json"
     digest = experiment_hash(exp)
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        if not resume:
-            raise InputError(f"run folder {run_dir} exists; pass --resume to continue it or choose another name/out",
-                             source=str(run_dir))
-        if previous.get("hash") != digest:
-            raise InputError("the experiment changed since this run started (config hash differs); "
-                             "start a new run", source=str(config_path))
+    stale = remove_partials(run_dir)
+    if stale:
+        log(f"removed {stale} unfinished temporary file(s) of an interrupted run")
+    has_chunks = chunk_dir.exists() and any(chunk_dir.glob("chunk_*.parquet"))
+    previous = read_json(config_path, "run's config.json") if config_path.exists() else None
+    if (previous is not None or has_chunks) and not resume:
+        raise InputError(f"run folder {run_dir} exists; pass --resume to continue it or choose another name/out",
+                         source=str(run_dir))
+    if previous is None and has_chunks:
+        raise InputError("the run folder has checkpoint chunks but no config.json: nothing tells what they were "
+                         "computed from; move the folder away and start again", source=str(run_dir))
+    if previous is not None and previous.get("hash") != digest:
+        raise InputError("the experiment changed since this run started (config hash differs); "
+                         "start a new run", source=str(config_path))
+    inputs = fingerprint_inputs(exp)
+    if previous is not None:
+        if "inputs" in previous:
+            check_same_inputs(previous["inputs"], inputs, config_path)
+        elif inputs:
+            warnings.warn(f"{config_path}: the run predates input checks; its input files cannot be compared")
     total = n_lanes(exp)
     chunk = int(exp.run.chunk_lanes)
+    from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials, write_json
     n_chunks = -(-total // chunk)
-    done = {int(p.stem.split("_")[1]) for p in chunk_dir.glob("chunk_*.parquet")} if chunk_dir.exists() else set()
+    prep = prepare(exp, log=log)
+    frames_key = prep.manifest["frames"]["cache_key"]
+    if previous is not None and previous.get("frames_cache_key") not in (None, frames_key):
+        raise InputError(f"the frames differ from the ones the finished chunks were computed from (cache key "
+                         f"{previous['frames_cache_key']} then, {frames_key} now: the data read differently, e.g. "
+                         "with another version of mmsweep); start a new run", source=str(config_path))
+    columns = ["lane", *prep.lanes] + [f"{part}_{m}" for part in prep.parts for m in METRIC_COLUMNS]
+    done = _usable_chunks(chunk_dir, total, chunk, columns, log) if previous is not None else set()
     log(f"{exp.name}: {total:,} lanes in {n_chunks} chunk(s) of {chunk:,}"
         + (f"; resuming, {len(done)} chunk(s) already done" if done else ""))
-    prep = prepare(exp, log=log)
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps({"hash": digest, "experiment": exp.to_dict()}, indent=2, default=str))
+    make_folder(chunk_dir, "chunks")
+    write_json(config_path, {"hash": digest, "experiment": exp.to_dict(), "inputs": inputs,
+                             "frames_cache_key": frames_key})
     started = time.perf_counter()
     computed = 0
     timings = []
@@ -283,11 +362,12 @@ def run_experiment(exp, *, out_root: str | os.PathLike | None = None, resume: bo
         remaining = (total - lanes_done) / max(rate, 1e-9)
         progress(f"  chunk {i + 1}/{n_chunks}: {lanes_done:,}/{total:,} lanes, {rate:,.0f} lanes/s "
                  f"({steps / 1e6:,.1f} M lane-steps/s), ETA {remaining:,.0f} s")
-    files = sorted(chunk_dir.glob("chunk_*.parquet"))
+    files = [chunk_dir / f"chunk_{i:05d}.parquet" for i in range(n_chunks)]
     results = rank(pl.concat([pl.read_parquet(f) for f in files]).sort("lane"), exp)
     _write_atomic_parquet(results, run_dir / "results.parquet")
     prep.manifest["timings"] = {"chunks": timings, "total_s": time.perf_counter() - started}
-    (run_dir / "manifest.json").write_text(json.dumps(prep.manifest, indent=2, default=str))
+    prep.manifest["inputs"] = inputs
+    write_json(run_dir / "manifest.json", prep.manifest)
     return run_dir
 
 

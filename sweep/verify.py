@@ -5,14 +5,20 @@ Reads ``RUN_DIR/config.json`` and ``results.parquet`` (written by ``mmsweep run`
 top K feasible lanes by rank plus M random other lanes, replays them on the exact event engine
 (:func:`mmsweep.sweep.exact.replay_lanes`, assumptions from the experiment's ``verify`` section)
 and recomputes them on the fast kernel with per-row records.  Writes, only at the end and each
-atomically (a failure leaves earlier outputs as they were)::
+atomically (a failure leaves earlier outputs as they were), with the run folder locked::
 
     RUN_DIR/verify.parquet          one row per verified lane: lane, parameters, selected
                                     (top/sample), rank, fast_<M> and exact_<M> for every metric,
-                                    fast_/exact_rank_in_verified
-    RUN_DIR/verify.json             agreement numbers, engine config and stats, timings
+                                    fast_/exact_rank_in_verified, exact_failure (why the exact
+                                    engine could not replay the lane; null if it did)
+    RUN_DIR/verify.json             agreement numbers, engine config and stats, failed lanes, timings
     RUN_DIR/plots/verify_scatter.png    fast vs exact objective and PnL
     RUN_DIR/plots/verify_curves.png     equity and inventory of the top lanes, both engines
+
+for the train part; ``--part test`` writes the same files named ``verify_test*``
+(``verify_test.parquet``, ``plots/verify_test_scatter.png`` ...), so that neither part's
+outputs replace the other's.  A lane the exact engine cannot replay (it would need more order
+slots than the engine allows) is reported failed, its exact metrics NaN, and the others complete.
 
 Agreement (all within the verified lanes):
 
@@ -44,7 +50,17 @@ _TABLE_METRICS = ("PnL", "NumberOfTrades")
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}.partial")
+    from .runfolder import partial_path
+
+    return partial_path(path)
+
+
+def output_paths(run_dir: Path, part: str) -> dict[str, Path]:
+    """Where verify writes for ``part``: ``verify.*`` for train, ``verify_test.*`` for test."""
+    stem = "verify" if part == "train" else f"verify_{part}"
+    plots = run_dir / "plots"
+    return {"parquet": run_dir / f"{stem}.parquet", "json": run_dir / f"{stem}.json",
+            "scatter": plots / f"{stem}_scatter.png", "curves": plots / f"{stem}_curves.png"}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -165,6 +181,10 @@ def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: i
     lines += _aligned(rows, {1, 2, 3})
     lines.append("rel. diff = (exact - fast) / |fast|, lanes with fast = 0 dropped; ranks and the overlap "
                  "apply the experiment's constraints to each side")
+    failed = summary.get("failed_lanes") or []
+    if failed:
+        lines.append(f"WARNING: the exact engine could not replay {len(failed)} lane(s) (their exact side is NaN); "
+                     f"lane {failed[0]['lane']}: {failed[0]['reason']}")
     fr = a["fast_vs_results"]
     if not fr["ok"]:
         lines.append(f"WARNING: the recomputed fast metrics differ from results.parquet on {fr['mismatched_lanes']} "
@@ -176,7 +196,8 @@ def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: i
         if top.height:
             cols = [("lane", "lane"), ("rank", "rank"), (f"fast_{metric}", f"fast {metric}"),
                     (f"exact_{metric}", f"exact {metric}")]
-            cols += [(f"{side}_{m}", f"{side} {m}") for m in _TABLE_METRICS for side in ("fast", "exact")]
+            cols += [(f"{side}_{m}", f"{side} {m}") for m in _TABLE_METRICS if m != metric  # shown once
+                     for side in ("fast", "exact")]
             cols += [("exact_rank_in_verified", "exact rank")]
             prow = [[label for _, label in cols]]
             for row in top.select([c for c, _ in cols]).iter_rows():
@@ -235,15 +256,10 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
         report: where the agreement table goes (default: ``log``).
 
     Returns:
-        the summary written to ``verify.json`` plus ``table`` (the printed text) and ``files``.
+        the summary written to ``verify.json`` (``verify_test.json`` for the test part) plus
+        ``table`` (the printed text) and ``files``.
     """
-    import polars as pl
-
-    from ..kernels.scan import run_lanes
-    from . import report as figures
-    from .config import parse_experiment
-    from .exact import part_window, replay_config, replay_lanes
-    from .run import METRIC_COLUMNS, experiment_hash, prepare
+    from .runfolder import FolderLock
 
     started = time.perf_counter()
     report = report or log
@@ -258,11 +274,29 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
         raise InputError("no config.json: not a run folder of mmsweep run", source=str(run_dir))
     if part not in ("train", "test"):
         raise InputError(f"part must be 'train' or 'test', got {part!r}", key="part")
-    try:
-        stored = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the run's configuration ({exc})", source=str(config_path)) from None
+    with FolderLock(run_dir, f"mmsweep verify --part {part}"):
+        return _verify_locked(run_dir, top_k, sample, seed, part, log, processes, report, started)
+
+
+def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes, report, started: float
+                   ) -> dict[str, Any]:
+    import polars as pl
+
+    from ..kernels.scan import run_lanes
+    from . import report as figures
+    from .config import parse_experiment
+    from .exact import part_window, replay_config, replay_lanes
+    from .run import METRIC_COLUMNS, experiment_hash, prepare
+    from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials
+
+    results_path, config_path = run_dir / "results.parquet", run_dir / "config.json"
+    remove_partials(run_dir)
+    stored = read_json(config_path, "run's config.json")
+    if not isinstance(stored.get("experiment"), dict):
+        raise InputError("config.json holds no experiment; not a run folder of mmsweep run", source=str(config_path))
     exp = parse_experiment(stored["experiment"], str(config_path))
+    if "inputs" in stored:  # the fast side is the run's; the exact side must replay the same data
+        check_same_inputs(stored["inputs"], fingerprint_inputs(exp), config_path)
     if stored.get("hash") != experiment_hash(exp):
         warnings.warn(f"{config_path}: the experiment reads differently with this version of mmsweep (hash "
                       f"{experiment_hash(exp)} vs the run's {stored.get('hash')}); fast metrics may differ")
@@ -306,6 +340,14 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
         record, exact = replay_lanes(prep, lanes, part=part, config=config, progress=log)
     exact_s = time.perf_counter() - t0
+    failure = np.array([str(f) for f in record.final.get("Failure", [""] * len(lanes))], dtype=object)
+    exact = {m: np.asarray(exact[m], np.float64) if m in exact else np.full(len(lanes), np.nan)
+             for m in METRIC_COLUMNS}
+    failed = [{"lane": int(lane), "reason": why} for lane, why in zip(lanes, failure) if why]
+    if failed:
+        warnings.warn(f"the exact engine could not replay {len(failed)} of {len(lanes)} lane(s) (lanes "
+                      f"{[f['lane'] for f in failed][:5]}): {failed[0]['reason']}; they are reported failed in "
+                      "exact_failure, their exact metrics NaN")
 
     t0 = time.perf_counter()
     kernel_dtype = np.float32 if prep.config.dtype.__name__ == "float32" else np.float64
@@ -371,7 +413,8 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
     frame = frame.with_columns(
         pl.Series("fast_rank_in_verified", [int(r) if r else None for r in fast_rank], dtype=pl.Int64),
         pl.Series("exact_rank_in_verified", [int(r) if r else None for r in exact_rank], dtype=pl.Int64),
-        pl.Series("exact_CancelsLost", np.asarray(record.final["CancelsLost"], np.float64)))
+        pl.Series("exact_CancelsLost", np.asarray(record.final["CancelsLost"], np.float64)),
+        pl.Series("exact_failure", [why or None for why in failure], dtype=pl.String))
 
     stats = {k_: v_ for k_, v_ in record.stats.items() if k_ != "config"}
     summary: dict[str, Any] = {
@@ -381,6 +424,7 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
                   "top_k": top_k, "requested_sample": sample, "seed": seed, "top_lanes": top.tolist(),
                   "sample_lanes": picked.tolist()},
         "agreement": agreement,
+        "failed_lanes": failed,
         "engine": {"config": config.describe(), "stats": stats},
         "timing": {"exact_s": exact_s, "fast_s": fast_s, "total_s": 0.0},
     }
@@ -388,10 +432,8 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
     # Figures, then every output moved into place at the end.
     inst = prep.quoted.instrument
     quote, qty_unit = figures.currency_units(inst.symbol)
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    final = {"parquet": run_dir / "verify.parquet", "json": run_dir / "verify.json",
-             "scatter": plots / "verify_scatter.png", "curves": plots / "verify_curves.png"}
+    final = output_paths(run_dir, part)
+    make_folder(final["scatter"].parent, "plots")
     temps = {key: _partial(path) for key, path in final.items()}
     try:
         is_top = selected == "top"

@@ -119,7 +119,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import InputError
-from .screen import drop_or_stop, feed_latency_outliers, tick_and_strays
+from .screen import END_GAP_NS, drop_or_stop, feed_latency_outliers, tick_and_strays
 from .events import (
     BBO,
     CLEAR,
@@ -360,6 +360,9 @@ class _Reader:
         # Lines whose timestamps are implausible (dropped at the end), line -> reason.
         self.bad_lines: dict[int, str] = {}
         self.jump: tuple[int, int] | None = None  # last forward jump > 1 s: (line, time before it)
+        self.first_ts: tuple[int, int] | None = None  # the first timestamped line and its time
+        self.end_jump: tuple[int, int, int] | None = None  # last jump > END_GAP_NS: (line, before, after)
+        self.last_ts_line = 0
         self.dip: tuple[int, int] | None = None  # last line far behind its predecessor: (line, time)
         self.trade_ids: list[int] = []  # Binance trade id 't' of every emitted trade, in order
         self.counts = {"depthUpdate": 0, "trade": 0, "bookTicker": 0, "snapshot": 0}
@@ -412,7 +415,7 @@ class _Reader:
                 if ts < prev_ts:
                     ts = self._repair_ts(prev_ts, ts, lineno)
                 elif ts - prev_ts > MAX_BACKWARD_STEP_NS:
-                    self.jump = (lineno, prev_ts)
+                    self._jump(lineno, prev_ts, ts)
                 prev_ts = ts
                 try:
                     msg = loads(line[_TS_DIGITS + 1:])
@@ -508,6 +511,10 @@ class _Reader:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
             raise self._err(f"malformed message ({what}): {lines[lineno - first_line][:160]!r}", lineno) from None
         self.prev_ts = prev_ts
+        for back, line in enumerate(reversed(lines)):  # the last line with a timestamp, for _lone_last_line
+            if line.strip():
+                self.last_ts_line = first_line + len(lines) - 1 - back
+                break
         self._flush()
 
     def _emit(self, kind: int, start: int, nb: int, na: int, exch: int, local: int, line: int) -> int:
@@ -520,6 +527,27 @@ class _Reader:
         self.m_local.append(local)
         self.m_line.append(line)
         return self.msg_base + len(self.m_kind) - 1
+
+    def _jump(self, lineno: int, prev_ts: int, ts: int) -> None:
+        """A forward step of more than 1 s (rare): remembered to judge spikes and lone end lines."""
+        if self.first_ts is None:
+            self.first_ts = (lineno, ts)
+            return
+        self.jump = (lineno, prev_ts)
+        if ts - prev_ts > END_GAP_NS:
+            if prev_ts == self.first_ts[1]:  # the first line(s) sit alone, long before the rest
+                for ln in range(self.first_ts[0], lineno):
+                    self.bad_lines[ln] = (f"local receive time {prev_ts} ns is {(ts - prev_ts) / 3.6e12:,.1f} h "
+                                          "before the rest of the capture")
+            self.end_jump = (lineno, prev_ts, ts)
+
+    def _lone_last_line(self) -> None:
+        """The last line(s) more than END_GAP_NS after the rest: implausible (they alone would set
+        the span of everything built from the capture)."""
+        jump = self.end_jump
+        if jump is not None and jump[0] == self.last_ts_line and self.prev_ts == jump[2]:
+            self.bad_lines[jump[0]] = (f"local receive time {jump[2]} ns is {(jump[2] - jump[1]) / 3.6e12:,.1f} h "
+                                       "after the rest of the capture")
 
     def _repair_ts(self, prev_ts: int, ts: int, lineno: int) -> int:
         """The receive time to use for a line stamped before its predecessor (``prev_ts``)."""
@@ -924,6 +952,7 @@ class _Reader:
         smallest plausible raw feed latency (ns), None without exchange times.  Dropped messages
         keep their place with no rows (``nb = na = 0``), so message indices stay valid."""
         src = self.source
+        self._lone_last_line()
         lat = np.asarray(self.lat_val, np.int64)
         lat_line = np.asarray(self.lat_line, np.int64)
         self.lat_val, self.lat_line = [], []

@@ -127,6 +127,13 @@ def _binance_cases(out: Path, shared: Path) -> list[Case]:
             says=rf"duplicated trade line.*first seen at line {t + 1}")
     damaged("bn_price_off_grid", at(t, lambda s: re.sub(r'"p":"(\d+\.\d)0"', r'"p":"\g<1>5"', s)), klass="stale",
             outcome="repair", line=t + 1, says="off the 0.1 tick grid")
+    with gzip.open(shared / "binance" / "spot" / "btcusdt_20240808.gz", "rt") as fh:
+        spot = [next(fh).rstrip("\n") for _ in range(BASE_LINES)]
+    last = max(i for i, line in enumerate(spot) if '@bookTicker"' in line)  # spot tickers carry no exchange time
+    spot.append(_shift_local(spot[last], YEARS_6_NS))
+    path = _write_lines(out / "bn_spot_last_ticker_years_ahead.txt", spot)
+    cases.append(Case("bn_spot_last_ticker_years_ahead", "timestamps", ("data", "inspect", str(path)), "repair",
+                      rf"{_q(path)} \(line {len(spot)}\)", "h after the rest of the capture"))
     base = _write_lines(out / "bn_base.txt", list(lines))
     cases.append(Case("bn_grid_too_large", "timestamps",
                       ("data", "frames", str(base), "--interval-ms", "0.000001"), "error", _q(base),
