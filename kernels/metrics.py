@@ -325,8 +325,30 @@ def metrics_update(
         currency) and fees (quote currency) since the start.
 
     Acts on the resampled series only at window ends (``jnp.where``, no ``lax.cond``, so it
-    vmaps into plain selects); the row-level fields update every row.
+    vmaps into plain selects); the row-level fields update every row.  Kernels that know the
+    window ends per row (not per lane) call :func:`metrics_commit` only there and
+    :func:`metrics_row` on every row instead: the same result, without the commit's work on
+    the rows that do not close a window.
     """
+    dt = state.row_equity.dtype
+    equity = jnp.asarray(equity, dt)
+    pos_value = jnp.abs(jnp.asarray(position, dt)) * jnp.asarray(mid_price, dt)
+    close = closes_window(config, row_index)
+    state = _tree_where(close, metrics_commit(state, equity, pos_value), state)
+    return metrics_row(state, close=close, equity=equity, position=position, mid_price=mid_price,
+                       num_trades_cum=num_trades_cum, trading_value_cum=trading_value_cum, fees_cum=fees_cum)
+
+
+def metrics_commit(state: MetricsState, equity: jax.Array, pos_value: jax.Array) -> MetricsState:
+    """Commit one resample point: ``equity`` (E) and ``pos_value`` (|position| * mid) of the row
+    that closes a window (:func:`closes_window`), before :func:`metrics_row` of that row."""
+    return state._replace(samples=_commit_sample(state.samples, equity, pos_value))
+
+
+def metrics_row(state: MetricsState, *, close, equity, position, mid_price, num_trades_cum, trading_value_cum,
+                fees_cum) -> MetricsState:
+    """The per-row part of :func:`metrics_update` (everything but the commit); ``close`` says
+    whether this row closed its window (committed or not, it decides the last partial window)."""
     dt = state.row_equity.dtype
     equity = jnp.asarray(equity, dt)
     position = jnp.asarray(position, dt)
@@ -334,18 +356,13 @@ def metrics_update(
     trades = jnp.asarray(num_trades_cum, dt)
     value = jnp.asarray(trading_value_cum, dt)
     fees = jnp.asarray(fees_cum, dt)
-    pos_value = jnp.abs(position) * mid_price
-
-    close = closes_window(config, row_index)
-    samples = _tree_where(close, _commit_sample(state.samples, equity, pos_value), state.samples)
-
     first = state.rows == 0
     return MetricsState(
-        samples=samples,
+        samples=state.samples,
         rows=state.rows + 1,
         open_window=jnp.logical_not(close),
         row_equity=equity,
-        row_pos_value=pos_value,
+        row_pos_value=jnp.abs(position) * mid_price,
         equity0=jnp.where(first, equity, state.equity0),
         trades0=jnp.where(first, trades, state.trades0),
         value0=jnp.where(first, value, state.value0),

@@ -256,6 +256,12 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
                f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by {describe(exp)}:")
     click.echo(top_table(results, exp, top))
     _print_findings(run_dir, results, exp)
+    if exp.provenance is not None:  # an exported experiment: say whether it reproduced
+        from .export import compare_with_provenance
+
+        note = compare_with_provenance(exp, results)
+        if note:
+            click.echo("\n" + (click.style(note, fg="yellow") if note.startswith("warning") else note))
     click.echo(f"\nrun folder: {run_dir} (results.parquet, config.json, manifest.json)")
     return run_dir
 
@@ -323,6 +329,21 @@ def show_cmd(run_dir, lane, out_dir, no_exact) -> None:
     click.echo("\nwritten:")
     for path in files:
         click.echo(f"  {path}")
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--rank", type=int, default=None, help="Train rank of the lane to export (1 = best; the default).")
+@click.option("--lane", type=int, default=None, help="Lane id to export (the results' `lane` column).")
+@click.option("-o", "--out", required=True, help="Output YAML file ('-' = standard output).")
+def export_cmd(run_dir, rank, lane, out) -> None:
+    """Write one lane of RUN_DIR as a complete experiment that `mmsweep run` reproduces exactly."""
+    from .export import export_run
+
+    path, chosen = export_run(run_dir, out, rank=rank, lane=lane,
+                              warn=lambda m: click.echo(click.style(f"warning: {m}", fg="yellow"), err=True))
+    if path is not None:
+        click.echo(f"exported {chosen.label} to {path}; run it with: mmsweep run {path}", err=True)
 
 
 @main.command()

@@ -59,7 +59,11 @@ Schema (defaults shown; "required" keys have none)::
     metrics: {resample_s: 1.0, book_size: 100000, trading_days_per_year: 252}
                                   # equity resample period (s, a multiple of the interval); book
                                   # size (quote currency) for Return/MaxDrawdown; SR annualisation
-    run: {chunk_lanes: 8192, dtype: float32, out: runs}
+    run: {chunk_lanes: 8192, dtype: float32, out: runs,
+          max_levels: null}       # order slots per side in the kernel's arrays; null = the widest
+                                  # lane's n_levels (an exported lane pins its sweep's value)
+    provenance: {}                # informational, ignored when running: where an exported
+                                  # experiment came from (mmsweep.sweep.export documents it)
 
 Sweep section: each key is a policy parameter with one of ::
 
@@ -315,7 +319,7 @@ FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
 AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
 SAMPLERS = ("random", "sobol")
 TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "features",
-            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run")
+            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -542,6 +546,7 @@ class Run:
     chunk_lanes: int = 8192
     dtype: str = "float32"
     out: str = "runs"
+    max_levels: int | None = None  # order slots per side; None = the widest lane's n_levels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -565,6 +570,7 @@ class Experiment:
     run: Run
     description: str = ""
     source: str = dataclasses.field(default="", compare=False)
+    provenance: dict | None = dataclasses.field(default=None, compare=False)  # informational only
 
     @property
     def policy(self) -> Policy:
@@ -1491,12 +1497,20 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
 
 
 def _parse_run(ctx: _Ctx, raw: Any) -> Run:
-    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out"), "how the sweep runs")
+    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out", "max_levels"), "how the sweep runs")
     return Run(
         chunk_lanes=sec.integer("chunk_lanes", 8192, what="lanes per device call", low=1),
         dtype=sec.text("dtype", "float32", what="kernel float type", choices=DTYPES),
         out=sec.text("out", "runs", what="folder of run folders, relative to the working directory"),
+        max_levels=sec.integer("max_levels", None, what="order slots per side in the kernel's arrays", low=1),
     )
+
+
+def _parse_provenance(ctx: _Ctx, raw: Any) -> dict | None:
+    """The informational ``provenance`` section (checked by :func:`mmsweep.sweep.export.check_provenance`)."""
+    from .export import check_provenance
+
+    return None if raw is None else check_provenance(raw, ctx.fail)
 
 
 def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.PathLike | None = None) -> Experiment:
@@ -1558,6 +1572,7 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         metrics=_parse_metrics(ctx, top.raw("metrics"), interval_ns),
         run=_parse_run(ctx, top.raw("run")),
         source=source,
+        provenance=_parse_provenance(ctx, top.raw("provenance")),
     )
     if exp.objective.rank_on != "train" and exp.split.folds is None:
         raise ctx.fail("objective.rank_on", f"rank_on: {exp.objective.rank_on} ranks across folds; add "
@@ -1651,5 +1666,7 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         "split": split,
         "verify": dataclasses.asdict(exp.verify),
         "metrics": dataclasses.asdict(exp.metrics),
-        "run": dataclasses.asdict(exp.run),
+        # max_levels and provenance written only when set (older experiments keep their hash)
+        "run": {k: v for k, v in dataclasses.asdict(exp.run).items() if k != "max_levels" or v is not None},
+        **({"provenance": exp.provenance} if exp.provenance is not None else {}),
     }

@@ -94,6 +94,21 @@ def _slice_rows(rows: dict, lo: int, hi: int) -> dict:
     return out
 
 
+def kernel_max_levels(exp, lanes: dict[str, np.ndarray]) -> int:
+    """Order slots per side in the kernel's arrays (their shapes are static): ``run.max_levels``
+    when the experiment pins it, else the widest grid any lane asks for (``ceil(max(n_levels))``).
+    An experiment exported from a sweep pins the sweep's value, so that its one lane runs with
+    the sweep's array shapes."""
+    widest = int(np.ceil(np.max(lanes["n_levels"]))) if "n_levels" in lanes else 1
+    pinned = getattr(exp.run, "max_levels", None)
+    if pinned is None:
+        return widest
+    if pinned < widest:
+        raise InputError(f"{pinned} order slots per side, but a lane asks for n_levels up to {widest}; "
+                         f"raise it to {widest} or leave it out", key="run.max_levels")
+    return int(pinned)
+
+
 def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     """Load or generate the market, build the frames (cached), bind the policy, make the lanes."""
     import jax
@@ -126,8 +141,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         jax.config.update("jax_enable_x64", True)
     inst = frames.instrument
     lanes = build_lanes(exp)
-    # Array shapes are static: the widest grid any lane asks for.
-    max_levels = int(np.ceil(np.max(lanes["n_levels"]))) if "n_levels" in lanes else 1
+    max_levels = kernel_max_levels(exp, lanes)
     base_tick = int(np.median(frames["bid"]))
     market = Market(inst.tick_size, inst.lot_size, base_tick, tuple(frames.feature_names), interval_s,
                     max_levels)
@@ -153,6 +167,8 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "versions": _versions(),
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
+        # what a lane's metrics depend on besides its parameters and the frames (mmsweep export)
+        "kernel": {"max_levels": max_levels, "base_tick": base_tick, "dtype": exp.run.dtype},
     }
     return Prepared(exp, frames, config, parts, configs, lanes, manifest, quoted)
 

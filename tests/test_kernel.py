@@ -25,7 +25,8 @@ def symmetric_grid(params, obs, position, market, xp):
     bid_top = xp.minimum(xp.floor(reservation - params["half_spread"]), obs.bid)
     ask_top = xp.maximum(xp.ceil(reservation + params["half_spread"]), obs.ask)
     levels = xp.asarray(params["n_levels"])
-    return Quote(bid_top, ask_top, params["grid_interval"], levels, levels, params["order_qty"])
+    return Quote(bid_top, ask_top, params["grid_interval"], levels, levels, params["order_qty"],
+                 max_position=params["max_position"])
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
-"""Touch (optimistic): a resting order fills as soon as a trade prints at its price.
+"""Touch: a resting order fills as soon as a trade prints at its price.
 
-The opposite of ``cross``: it assumes we are first in the queue, so it brackets the truth from
-above where ``cross`` brackets it from below.
+It assumes we are first in the queue, one tick looser than ``cross``.
 """
 import jax.numpy as jnp
 
+COLUMNS = ("buy_fill", "sell_fill", "sell_trade_low", "buy_trade_high")
+
 
 def thresholds(window):
-    # A seller-aggressor trade at p touches a buy resting at p: one tick looser than strict cross.
+    # A seller-aggressor trade at p touches a buy resting at p.
     buy = jnp.minimum(window["buy_fill"], window["sell_trade_low"])
     sell = jnp.maximum(window["sell_fill"], window["buy_trade_high"])
     return buy, sell

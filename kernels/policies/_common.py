@@ -142,6 +142,15 @@ def step_ticks(x, xp):
     return xp.maximum(xp.round(x), 1.0)
 
 
+def exact_mod(x, step, xp):
+    """``x mod step`` for whole numbers ``0 <= x < 2**24`` and ``1 <= step < 2**12`` held as
+    floats, exactly and without ``fmod`` (a library call per lane that no vector unit runs): the
+    quotient is rounded by the division, then corrected by one step either way."""
+    r = x - xp.floor(x / step) * step
+    r = xp.where(r < 0, r + step, r)
+    return xp.where(r >= step, r - step, r)
+
+
 def grid_origin(market: Market, step, xp):
     """``base_tick mod step`` (ticks, in [0, step)), so grids align to absolute multiples.
 
@@ -149,7 +158,8 @@ def grid_origin(market: Market, step, xp):
     intermediate stays below 2**24 for |base_tick| < 2**40 and step < 4096 ticks.
     """
     hi, lo = divmod(int(market.base_tick), 1 << 16)
-    return xp.remainder(xp.remainder(hi, step) * xp.remainder(65536.0, step) + lo, step)
+    hi_mod = exact_mod(xp.zeros_like(step) + float(hi), step, xp)
+    return exact_mod(hi_mod * exact_mod(xp.zeros_like(step) + 65536.0, step, xp) + lo, step, xp)
 
 
 def align_down(x, step, origin, xp):
@@ -206,4 +216,5 @@ def finish(obs: Observation, xp, *, bid_top, ask_top, step, levels, qty, positio
         bid_levels=bid_levels * one, ask_levels=ask_levels * one, qty=qty * one,
         bid_qty=None if bid_qty is None else bid_qty * one,
         ask_qty=None if ask_qty is None else ask_qty * one,
+        max_position=max_position * one,
     )

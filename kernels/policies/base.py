@@ -85,6 +85,9 @@ class Quote(NamedTuple):
             shape size by side (Avellaneda–Stoikov ``exp(-eta*q)``); ``None`` means both sides
             use ``qty``.  ``None`` is static (a pytree with no leaves), so a kernel can
             specialise on it.  Read sizes through :meth:`sizes`.
+        max_position: the position limit (instrument qty units, ``inf`` = none) that
+            :func:`mmsweep.kernels.orders.to_decision` enforces the same way in every engine: no
+            bids at ``position >= max_position``, no asks at ``position <= -max_position``.
     """
 
     bid_top: Any
@@ -95,6 +98,7 @@ class Quote(NamedTuple):
     qty: Any
     bid_qty: Any = None
     ask_qty: Any = None
+    max_position: Any = float("inf")
 
     def sizes(self):
         """``(bid size, ask size)`` per order, instrument qty units."""
