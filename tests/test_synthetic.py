@@ -353,6 +353,8 @@ def test_write_synthetic_round_trips(tmp_path):
     (lambda: SynthInstrument(name="x", tick_size=0.0), "tick_size"),
     (lambda: SynthInstrument(name="x", lot_size=0.01, trade_size_min=0.001), "trade_size_min"),
     (lambda: SynthInstrument(name="x", depth_levels=1), "depth_levels"),
+    (lambda: SynthInstrument(name="x", informed_share=1.5), "informed_share"),
+    (lambda: SynthInstrument(name="x", informed_horizon_ms=-1.0), "informed_horizon_ms"),
 ])
 def test_bad_config_names_the_key(make, key):
     with pytest.raises(InputError) as info:

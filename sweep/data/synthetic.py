@@ -27,8 +27,10 @@ own exchange time (one event = one feed message; all its rows share ``exch_ts`` 
   with both sides non-empty;
 * aggressive orders (Hawkes, ``trades_per_s`` mean, self-exciting with ``hawkes_branching`` and
   ``hawkes_decay_per_s``; the baseline scales with the latent variance so volume follows
-  volatility): heavy-tailed (Pareto) sizes, direction tilted towards the fair price (informed
-  flow), printed at the best and walking the book -- one TRADE row per level touched, then the
+  volatility): heavy-tailed (Pareto) sizes; a share ``informed_share`` of them is informed and
+  trades towards the fair price ``informed_horizon_ms`` ahead (so the mid moves against the
+  passive side after a trade, as on real books), the others are tilted towards the current fair
+  price; printed at the best and walking the book -- one TRADE row per level touched, then the
   DEPTH rows that update or delete the consumed levels (a new level is added at the far end so
   the side keeps its depth);
 * refills after a trade clears the touch (spread > 1 tick): after an exponential delay
@@ -77,7 +79,7 @@ from .store import save_events
 
 NS_PER_S = 1_000_000_000
 SECONDS_PER_YEAR = 365.0 * 86_400.0
-GENERATOR_VERSION = "mmsweep-synthetic-v1"
+GENERATOR_VERSION = "mmsweep-synthetic-v2"
 
 _NEVER = np.iinfo(np.int64).max  # "no event scheduled"
 _CLEAR_TICK = np.iinfo(np.int64).min  # tick placeholder of CLEAR rows (written as price NaN)
@@ -127,8 +129,13 @@ class SynthInstrument:
         hawkes_decay_per_s: decay rate of the exponential Hawkes kernel (per second).
         trade_size_min: Pareto scale of aggressive order sizes (base units; at least one lot).
         trade_size_alpha: Pareto tail exponent of order sizes (P(size > x) ~ x^-alpha).
-        informed_bp: scale of the informed-flow tilt (basis points): P(buy) =
-            logistic((fair - mid) / mid * 1e4 / informed_bp).
+        informed_bp: scale of the tilt of uninformed orders towards the fair price (basis
+            points): P(buy) = logistic((fair - mid) / mid * 1e4 / informed_bp).
+        informed_share: share of aggressive orders that are informed: an informed order buys if
+            the instrument's fair price ``informed_horizon_ms`` later is above the current one and
+            sells if below (the book follows the fair price, so the mid then moves against the
+            resting order it hit: adverse selection of passive fills).
+        informed_horizon_ms: how far ahead informed orders see the fair price (ms).
         requote_per_s: rate at which makers re-centre the book on the fair price (per second).
             Keep it equal across instruments: the lead-lag measured between two books is the
             configured lag only when their (random) re-quote delays have the same distribution.
@@ -162,6 +169,8 @@ class SynthInstrument:
     trade_size_min: float = 0.005
     trade_size_alpha: float = 1.5
     informed_bp: float = 0.2
+    informed_share: float = 0.0
+    informed_horizon_ms: float = 1000.0
     requote_per_s: float = 20.0
     requote_threshold_bp: float = 0.5
     refill_ms: float = 5.0
@@ -187,6 +196,12 @@ class SynthInstrument:
         if not (math.isfinite(self.depth_noise_rows_per_msg) and self.depth_noise_rows_per_msg >= 1.0):
             raise InputError(f"{where}: depth_noise_rows_per_msg must be >= 1, got {self.depth_noise_rows_per_msg!r}",
                              key="depth_noise_rows_per_msg")
+        if not (math.isfinite(self.informed_share) and 0.0 <= self.informed_share <= 1.0):
+            raise InputError(f"{where}: informed_share must be in [0, 1], got {self.informed_share!r}",
+                             key="informed_share")
+        if not (math.isfinite(self.informed_horizon_ms) and 0.0 <= self.informed_horizon_ms <= 3_600_000.0):
+            raise InputError(f"{where}: informed_horizon_ms must be in [0, 3600000], got "
+                             f"{self.informed_horizon_ms!r}", key="informed_horizon_ms")
         if not 0.0 <= self.hawkes_branching < 1.0:
             raise InputError(f"{where}: hawkes_branching must be in [0, 1), got {self.hawkes_branching!r}",
                              key="hawkes_branching")
@@ -201,25 +216,28 @@ class SynthInstrument:
 FUTURES = SynthInstrument(
     name="futures", venue="synthetic-usdm", tick_size=0.1, lot_size=0.001, lagged=True, depth_levels=20,
     touch_qty=1.0, trades_per_s=65.0, trade_size_min=0.005, trade_size_alpha=1.5,
-    refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=700.0, depth_noise_rows_per_msg=8.0,
+    informed_share=0.5, informed_horizon_ms=1000.0, refill_ms=20.0, touch_noise_per_s=150.0, depth_noise_per_s=700.0, depth_noise_rows_per_msg=8.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.8,
 )
 """BTCUSDT USD-M-like futures (tick 0.1, lot 0.001), the follower by default.
 
 Its trade rate is a little above the real capture's (62.3 trade rows/s); the two churn rates are
 chosen so that book rows/s and top-of-book updates/s are at least those of the real capture
-(1,353 depth rows/s, 192 bookTicker updates/s; see bench/synth.py)."""
+(1,353 depth rows/s, 192 bookTicker updates/s; see bench/synth.py).  Half of the aggressive orders
+are informed one second ahead, so that passive fills at the touch lose about as much 1 s and 10 s
+later as on the real capture (README, "Synthetic market")."""
 
 SPOT = SynthInstrument(
     name="spot", venue="synthetic-spot", tick_size=0.01, lot_size=0.00001, lagged=False, depth_levels=5,
     touch_qty=0.5, trades_per_s=36.0, trade_size_min=0.0003, trade_size_alpha=2.0,
-    touch_noise_per_s=60.0, depth_noise_per_s=100.0, depth_noise_rows_per_msg=4.0,
+    informed_share=0.7, informed_horizon_ms=1500.0, touch_noise_per_s=60.0, depth_noise_per_s=100.0, depth_noise_rows_per_msg=4.0,
     feed_latency_base_ns=1_000_000, feed_jitter_median_ns=2_000_000, feed_jitter_sigma=0.6,
 )
 """BTCUSDT-like spot (tick 0.01, lot 0.00001), the leader by default (36 trade rows/s; the real
 capture has 34.5).  Fewer levels than futures: with a 0.01 tick a re-quote moves the book by tens of
 ticks, rewriting every level, so the level count sets the row rate (the real spot book is sparse
-at that tick anyway)."""
+at that tick anyway).  70 % of its aggressive orders are informed 1.5 s ahead (the real spot
+capture's touch markouts are larger than futures' at 10 s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,7 +454,8 @@ def _rng_state(seed: np.random.SeedSequence) -> np.ndarray:
 
 
 def latent_path(config: SynthConfig, seed: np.random.SeedSequence | None = None) -> LatentPath:
-    """Generate the latent log-price grid covering ``[start - lag, end]`` (see :class:`LatentPath`).
+    """Generate the latent log-price grid covering ``[start - lag, end + the longest informed
+    horizon]`` (see :class:`LatentPath`).
 
     ``seed`` defaults to the first child of ``SeedSequence(config.seed)``, the one
     :func:`synthetic_market` uses.
@@ -448,8 +467,10 @@ def latent_path(config: SynthConfig, seed: np.random.SeedSequence | None = None)
     lag_ns = int(round(config.lead_lag_ms * 1e6))
     n_pre = -(-lag_ns // step_ns) + 1
     n_span = max(-(-config.duration_ns // step_ns), 1)
+    ahead_ns = max(int(round(i.informed_horizon_ms * 1e6)) if i.informed_share > 0 else 0 for i in config.instruments)
+    n_ahead = -(-ahead_ns // step_ns)  # informed orders near the end look past it
     log_price, var_mult = _latent_kernel(
-        _rng_state(seed), n_pre + n_span + 2, n_pre, n_span,
+        _rng_state(seed), n_pre + n_span + 2 + n_ahead, n_pre, n_span,
         config.volatility_annual**2 / SECONDS_PER_YEAR * step_s,
         config.sv_slow_std, _halflife_phi(config.sv_slow_halflife_s, step_s),
         config.sv_fast_std, _halflife_phi(config.sv_fast_halflife_s, step_s),
@@ -478,6 +499,8 @@ class _Params(NamedTuple):
     size_min_lots: float
     inv_alpha: float
     informed_bp: float
+    informed_share: float
+    informed_ahead_ns: int
     requote_rate: float
     requote_threshold: float  # |fair - mid| / mid that triggers an immediate re-quote (0: never)
     refill_rate: float
@@ -682,8 +705,11 @@ def _requote(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.n
 
 @numba.njit(cache=True)
 def _trade(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.ndarray, rng: np.ndarray,
-           fair: float, t: int) -> int:
+           fair: float, fair_ahead: float, t: int) -> int:
     """One aggressive order: prints at the best, walks the book, updates the consumed levels.
+
+    An informed order (probability ``informed_share``) trades towards ``fair_ahead``, the fair
+    price ``informed_horizon_ms`` later; the others are tilted towards the current fair price.
 
     A buy (side +1) trades against asks from the best ask upwards; each fully consumed level is
     deleted and a new level is added beyond the far end of the side (the side keeps its depth).
@@ -693,9 +719,12 @@ def _trade(out, pos: int, p: _Params, si: np.ndarray, bq: np.ndarray, aq: np.nda
     b = si[_S_B]
     a = si[_S_A]
     mid = 0.5 * (a + b)
-    z = (fair - mid) / mid * 1e4 / p.informed_bp
-    z = min(max(z, -50.0), 50.0)
-    side = 1 if _uniform(rng) * (1.0 + math.exp(-z)) < 1.0 else -1  # P(buy) = logistic(z)
+    if p.informed_share > 0.0 and fair_ahead != fair and _uniform(rng) < p.informed_share:
+        side = 1 if fair_ahead > fair else -1
+    else:
+        z = (fair - mid) / mid * 1e4 / p.informed_bp
+        z = min(max(z, -50.0), 50.0)
+        side = 1 if _uniform(rng) * (1.0 + math.exp(-z)) < 1.0 else -1  # P(buy) = logistic(z)
     size = p.size_min_lots * _uniform(rng) ** (-p.inv_alpha)  # Pareto
     remaining = int(min(size, 1e15) + 0.5)
     if remaining < 1:
@@ -869,7 +898,9 @@ def _advance(p: _Params, si: np.ndarray, sf: np.ndarray, bq: np.ndarray, aq: np.
             si[_S_HAWKES_T] = t
             intensity = sf[_F_MU] + e
             if _uniform(rng) * sf[_F_HAWKES_BOUND] <= intensity:
-                pos = _trade(out, pos, p, si, bq, aq, rng, _fair_ticks(p, xg, origin, step, t), t)
+                fair = _fair_ticks(p, xg, origin, step, t)
+                ahead = _fair_ticks(p, xg, origin, step, t + p.informed_ahead_ns) if p.informed_share > 0.0 else fair
+                pos = _trade(out, pos, p, si, bq, aq, rng, fair, ahead, t)
                 e += p.hawkes_alpha
             sf[_F_HAWKES_E] = e
             sf[_F_HAWKES_BOUND] = sf[_F_MU] + e
@@ -922,6 +953,8 @@ def _params(config: SynthConfig, inst: SynthInstrument) -> _Params:
         size_min_lots=inst.trade_size_min / inst.lot_size,
         inv_alpha=1.0 / inst.trade_size_alpha,
         informed_bp=float(inst.informed_bp),
+        informed_share=float(inst.informed_share),
+        informed_ahead_ns=int(round(inst.informed_horizon_ms * 1e6)),
         requote_rate=float(inst.requote_per_s),
         requote_threshold=inst.requote_threshold_bp * 1e-4,
         refill_rate=1000.0 / inst.refill_ms,
