@@ -155,3 +155,42 @@ def test_full_disk_leaves_nothing_half_written(folder, monkeypatch) -> None:
     monkeypatch.undo()
     assert json.loads((run_dir / "config.json").read_text())["hash"]  # the old one, whole
     assert not list(run_dir.rglob("*.partial"))
+
+
+def test_event_and_frames_files_are_whole_or_absent(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from mmsweep.sweep.data.events import Events, Instrument, make_table
+    from mmsweep.sweep.data.store import save_events
+    from mmsweep.sweep.frames import FrameSpec, build_frames
+
+    events = Events(make_table(exch_ts=[1, 2], local_ts=[1, 2], kind=[1, 1], side=[1, -1], price=[99.0, 101.0],
+                               qty=[1.0, 1.0]), Instrument("X", 1.0, 1.0))
+    target = save_events(events, tmp_path / "events.npz")
+    before = target.read_bytes()
+    real = np.savez
+
+    def disk_full(file, *args, **kwargs):
+        real(file, *args, **kwargs)
+        file.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError):
+        save_events(events, target)
+    assert target.read_bytes() == before and not list(tmp_path.glob("*.partial"))
+    # a frames cache that cannot be written: a warning, the frames are used uncached
+    cache = tmp_path / "cache"
+    book = make_table(exch_ts=[0, 0, 10**9, 2 * 10**9, 3 * 10**9], local_ts=[0, 0, 10**9, 2 * 10**9, 3 * 10**9],
+                      kind=[1, 1, 1, 1, 1], side=[1, -1, 1, -1, 1], price=[99.0, 101.0, 99.0, 101.0, 99.0],
+                      qty=[1.0, 1.0, 2.0, 2.0, 3.0])
+    with pytest.warns(UserWarning, match="is not writable .*not cached"):
+        frames = build_frames(Events(book, Instrument("X", 1.0, 1.0), "book"), FrameSpec(), cache_dir=cache)
+    assert len(frames) > 0 and not list(tmp_path.rglob("*.partial"))
+    # the command line: an output folder under a file is one error line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.undo()
+    result = CliRunner().invoke(main, ["data", "synth", "--hours", "0.001", "-o", str(blocker / "out")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1 and str(blocker) in errors[0], result.output

@@ -25,15 +25,18 @@ def save_events(events: Events, path: str | os.PathLike) -> Path:
         path = path.with_suffix(path.suffix + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            events=events.table,
-            instrument=np.array(json.dumps(dataclasses.asdict(events.instrument))),
-            meta=np.array(json.dumps(events.meta, default=str)),
-            format=np.array(FORMAT_TAG),
-        )
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                events=events.table,
+                instrument=np.array(json.dumps(dataclasses.asdict(events.instrument))),
+                meta=np.array(json.dumps(events.meta, default=str)),
+                format=np.array(FORMAT_TAG),
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill before the rename leaves no half file
     return path
 
 
