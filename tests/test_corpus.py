@@ -85,3 +85,18 @@ def test_adversarial_yaml(corpus, monkeypatch, tmp_path) -> None:
 def test_adversarial_cli_values(corpus, monkeypatch, tmp_path) -> None:
     """nan, inf and out-of-range numbers on the command line: one error line naming the option."""
     run_class(corpus, "cli", monkeypatch, tmp_path)
+
+
+def test_inspect_reports_repairs_and_coverage(corpus, shared_data) -> None:
+    """`data inspect` lists what the reader dropped and, for merged files, each file's span."""
+    runner = CliRunner()
+    by_name = {c.name: c for c in corpus}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dup = runner.invoke(main, list(by_name["bn_duplicated_trade_line"].argv))
+        merged = runner.invoke(main, list(by_name["td_quotes_stop_early"].argv[:1]) + ["inspect", "--merge"]
+                               + list(by_name["td_quotes_stop_early"].argv[2:]))
+    assert dup.exit_code == 0 and "dropped        1 duplicated trades" in dup.stdout
+    assert merged.exit_code == 0, merged.output
+    coverage = [line for line in merged.stdout.splitlines() if line.startswith("  coverage")]
+    assert len(coverage) == 2 and "02:05:47" in coverage[0] and "00:03:47" in coverage[1]

@@ -48,7 +48,21 @@ def summarize(events: Events) -> dict[str, Any]:
         "crossed_repairs_exch": exch_book.crossed_repairs,
         "one_tick_spread_share": float(np.mean(spread == 1)) if len(spread) else float("nan"),
         "median_spread_ticks": float(np.median(spread)) if len(spread) else float("nan"),
+        "dropped": _dropped(meta),
+        "coverage": meta.get("coverage"),
     }
+
+
+def _dropped(meta: dict[str, Any]) -> dict[str, int]:
+    """Rows the reader dropped as documented repairs (sweep/data/screen.py), by reason."""
+    timestamps = meta.get("implausible_timestamps")
+    counts = {
+        "implausible timestamps": len(timestamps) if isinstance(timestamps, list) else
+        int(meta.get("implausible_timestamps_dropped") or 0),
+        "duplicated trades": int(meta.get("duplicate_trades_dropped") or 0),
+        "prices off the tick grid": int(meta.get("off_grid_prices_dropped") or 0),
+    }
+    return {k: v for k, v in counts.items() if v}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -72,4 +86,9 @@ def format_summary(summary: dict[str, Any]) -> str:
                  f"{s['crossed_repairs_exch']} on the exchange clock (stale opposite levels removed)")
     lines.append(f"  spread         one tick {100 * s['one_tick_spread_share']:.1f} % of updates, "
                  f"median {s['median_spread_ticks']:g} ticks")
+    if s.get("dropped"):
+        lines.append("  dropped        " + ", ".join(f"{v:,} {k}" for k, v in s["dropped"].items()))
+    for cov in s.get("coverage") or []:
+        lines.append(f"  coverage       {_utc(cov['first_local_ns'])} -> {_utc(cov['last_local_ns'])} UTC  "
+                     f"{cov['type']}: {cov['path']}")
     return "\n".join(lines)
