@@ -473,7 +473,9 @@ def export_experiment(run: RunFolder, chosen: Chosen, *, warn: Callable[[str], N
                           "experiment_hash": run.stored.get("hash"), **chosen.origin,
                           "objective": {"metric": objective.get("metric"), "maximize": objective.get("maximize")}},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "parameters": {p: {"value": chosen.params[p], "unit": units[p]} for p in active},
+        "parameters": {p: {"value": chosen.params[p], "unit": units[p],
+                           **({"doc": doc} if (doc := getattr(exp.policy.params[p], "doc", "")) else {})}
+                       for p in active},
         "instrument": instrument,
         "data": _data_facts(run, warn),
         "kernel": kernel,
@@ -503,8 +505,9 @@ def export_experiment(run: RunFolder, chosen: Chosen, *, warn: Callable[[str], N
 
 def _header(run: RunFolder, chosen: Chosen, instrument: dict, kernel: dict) -> str:
     exp = run.experiment
+    lanes = chosen.origin.get("lanes_in_run")
     lines = [f"Exported by mmsweep export: {chosen.label} of the run {run.path.resolve()}",
-             f"({chosen.origin.get('lanes_in_run', '?')} lanes, objective {exp.objective.metric}).",
+             (f"({lanes:,} lanes, " if lanes else "(") + f"objective {exp.objective.metric}).",
              "`mmsweep run` on this file backtests this one configuration and reproduces the metrics under",
              "provenance.metrics.fast exactly: the sections below are the run's, the parameter values",
              "results.parquet's (shortest exact float form), and run.max_levels the sweep's order slots."]
