@@ -314,6 +314,7 @@ def _run_locked(exp, run_dir: Path, resume: bool, log, progress, max_chunks) -> 
     import polars as pl
 
     from .grids import n_lanes
+    from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials, write_json
 
     chunk_dir = run_dir / "chunks"
     config_path = run_dir / "config.json"
@@ -340,7 +341,6 @@ def _run_locked(exp, run_dir: Path, resume: bool, log, progress, max_chunks) -> 
             warnings.warn(f"{config_path}: the run predates input checks; its input files cannot be compared")
     total = n_lanes(exp)
     chunk = int(exp.run.chunk_lanes)
-    from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials, write_json
     n_chunks = -(-total // chunk)
     prep = prepare(exp, log=log)
     frames_key = prep.manifest["frames"]["cache_key"]
