@@ -344,6 +344,9 @@ class Translator:
             return f"({a} / {b})" if is_float else f"_idiv({a}, {b})"
         if name == "rem":
             return f"np.fmod({a}, {b})" if is_float else f"_irem({a}, {b})"
+        if name == "sign" and is_float and self.inline:  # +-1, and 0, -0.0, NaN unchanged
+            one, minus = _lit(1.0, dtype), _lit(-1.0, dtype)
+            return f"({one} if {a} > 0 else ({minus} if {a} < 0 else {a}))"
         if name == "sign":
             return f"_sign({a})" if is_float else f"(({a} > 0) - ({a} < 0))"
         if name in ("max", "min") and self.inline:
@@ -403,7 +406,7 @@ def source(fname: str, signature: str, prologue: list[str], lines: list[str], ou
 
 def njit_source(source: str, fname: str):
     namespace = dict(_GLOBALS)
-    exec(compile(source, f"<policy_jit {fname}>", "exec"), namespace)
+    exec(compile(source, f"<jaxpr_numba {fname}>", "exec"), namespace)
     return numba.njit(error_model="numpy")(namespace[fname])
 
 

@@ -274,7 +274,7 @@ def generate(config: KernelConfig, param_names: tuple[str, ...]):
         import math
         import numba
         import numpy as np
-        from mmsweep.kernels.jaxpr_numba import _popcount
+        from mmsweep.kernels.jaxpr_numba import _fmax, _fmin, _idiv, _irem, _popcount, _round_away, _sign
         _INF, _NAN = math.inf, math.nan
         ''')
     source = header + "\n\n" + "\n".join(kernel_fn) + "\n"

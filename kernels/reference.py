@@ -1,128 +1,183 @@
-"""A plain numba loop of the skewed grid strategy over frames: one lane, no JAX.
+"""A plain scalar numba loop of the kernel's contract: one lane at a time, no JAX, no masks.
 
-It is written independently of the kernel (loops and scalars, not arrays and masks) and serves
-two purposes: the fill-for-fill check of the float64 kernel (tests/test_reference.py), and the
-single-lane baseline of bench/throughput.py.  It mirrors ``policies.grid`` in absolute-tick
-mode (``relative = 0``) and the kernel's step order (see :mod:`mmsweep.kernels.scan`).
+It is written independently of :mod:`mmsweep.kernels.step` (per-order arrays, loops and
+branches, not bitmasks and shifts) and shares with it only the decision contract: the policy
+and :func:`mmsweep.kernels.orders.to_decision`, compiled by
+:func:`mmsweep.kernels.policy_numba.compile_decision`.  It serves two purposes: the
+fill-for-fill check of the kernel backends (tests/test_reference.py) and the scalar baselines
+of bench/throughput.py (one lane per loop iteration, on one core or over all cores).
+
+Fills use strict-cross thresholds (``cross``) or touch thresholds (``touch``); accounting is in
+lots and relative ticks (float64), like the kernel's.
 """
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
 
-from .policies._common import LOT_EPS, TICK_EPS
+from .policy_numba import compile_decision
 
 
-@numba.njit(cache=True)
-def grid_lane(bid, ask, bid_ack, ask_ack, lag_a, lag_b, buy_a, sell_a, buy_b, sell_b,
-              base_tick, lot_size, max_levels, half_spread, skew, grid_interval, n_levels, order_qty, max_position):
-    """Run one lane; returns per-row ``position`` (lots) and ``cash_ticks`` before each step, and
-    the number of fills.  Ticks are relative to ``base_tick``; sizes in lots."""
+@numba.njit(cache=True, nogil=True)
+def _fill_side(tick, lots, live, threshold, side):
+    """Fill the live orders at or through ``threshold``; returns (lots, lots x tick, count)."""
+    qty = 0.0
+    lots_ticks = 0.0
+    count = 0
+    for j in range(tick.shape[0]):
+        if live[j] and ((side > 0 and tick[j] >= threshold) or (side < 0 and tick[j] <= threshold)):
+            live[j] = False
+            qty += lots[j]
+            lots_ticks += lots[j] * tick[j]
+            count += 1
+    return qty, lots_ticks, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _arrive_side(tick, lots, live, new_tick, new_lots, new_live, top, step, levels, size, seen, opposite, side,
+                 rejected_entry):
+    """A decision's grid reaching one side of the book; returns the rejections."""
+    rejections = 0
+    for i in range(tick.shape[0]):
+        new_live[i] = False
+        t = top - side * i * step
+        new_tick[i] = t
+        if i >= levels:
+            continue
+        held = -1
+        for j in range(tick.shape[0]):
+            if live[j] and tick[j] == t:
+                held = j
+        if held >= 0:
+            new_live[i] = True
+            new_lots[i] = lots[held]
+        elif seen[i]:
+            pass  # the bot believed it had this level: it sends nothing
+        elif rejected_entry or (side > 0 and t >= opposite) or (side < 0 and t <= opposite):
+            rejections += 1
+        else:
+            new_live[i] = True
+            new_lots[i] = size
+    if not rejected_entry:  # a rejected decision's messages never arrive: the old orders stay
+        tick[:] = new_tick
+        lots[:] = new_lots
+        live[:] = new_live
+    return rejections
+
+
+@numba.njit(nogil=True)  # not cached: it takes the compiled decision function as an argument
+def _lane(decide, params, bid, ask, bid_ack, ask_ack, lag_a, lag_b, rejected, buy_a, sell_a, buy_b, sell_b,
+          features, max_levels, ring, pos_out, cash_out):
+    """One lane over every row; fills ``pos_out``/``cash_out`` (lots, lots x ticks before each
+    row) when they are non-empty; returns (position, cash_ticks, traded lots x ticks, fills,
+    rejections)."""
     n_rows = bid.shape[0]
-    ring = max(int(lag_a.max()), 1) + 1 if n_rows else 2
-    dec = np.zeros((ring, 6))  # bid_top, ask_top, step, bid_levels, ask_levels, lots
-    seen = np.zeros((ring, 2, max_levels), np.bool_)  # level had a live order at decision time
-    b_tick = np.zeros(max_levels, np.int64)
-    b_lots = np.zeros(max_levels)
-    b_live = np.zeros(max_levels, np.bool_)
-    a_tick = np.zeros(max_levels, np.int64)
-    a_lots = np.zeros(max_levels)
-    a_live = np.zeros(max_levels, np.bool_)
+    L = max_levels
+    dec = np.zeros((ring, 8))  # bid_top, ask_top, step, bid_levels, ask_levels, bid_lots, ask_lots, rejected
+    seen = np.zeros((ring, 2, L), np.bool_)
+    ticks = np.zeros((2, L), np.int64)
+    lots = np.zeros((2, L))
+    live = np.zeros((2, L), np.bool_)
+    new_tick = np.zeros(L, np.int64)
+    new_lots = np.zeros(L)
+    new_live = np.zeros(L, np.bool_)
     position = 0.0
     cash = 0.0
     fills = 0
-    pos_out = np.empty(n_rows)
-    cash_out = np.empty(n_rows)
-    step = max(round(grid_interval), 1.0)
-    origin = float(base_tick % int(step))
-    order_lots_price = math.floor(max(order_qty, 0.0) / lot_size * (1.0 + LOT_EPS)) * lot_size
-    lots = math.floor(order_lots_price / lot_size + 1e-6)
-    levels = min(max(math.floor(n_levels + 1e-6), 0.0), float(max_levels))
-    cap = max_position / lot_size - 1e-3
+    rejections = 0
+    record = pos_out.shape[0] > 0
     for r in range(n_rows):
-        pos_out[r] = position
-        cash_out[r] = cash
-        # the policy (grid, absolute ticks)
-        mid = (bid[r] + ask[r]) * 0.5
-        qty_pos = position * lot_size
-        reservation = mid - skew * (qty_pos / order_qty if order_qty != 0 else 0.0)
-        bid_top = math.floor((min(reservation - half_spread, bid[r]) + origin + TICK_EPS) / step) * step - origin
-        ask_top = math.ceil((max(reservation + half_spread, ask[r]) + origin - TICK_EPS) / step) * step - origin
-        bid_levels = 0.0 if (qty_pos >= max_position or position >= cap) else levels
-        ask_levels = 0.0 if (qty_pos <= -max_position or position <= -cap) else levels
+        if record:
+            pos_out[r] = position
+            cash_out[r] = cash
+        q = decide(params, np.float64(bid[r]), np.float64(ask[r]), features[r], position)
         slot = r % ring
-        dec[slot, 0] = bid_top
-        dec[slot, 1] = ask_top
-        dec[slot, 2] = step
-        dec[slot, 3] = bid_levels if lots > 0 else 0.0
-        dec[slot, 4] = ask_levels if lots > 0 else 0.0
-        dec[slot, 5] = lots
-        for i in range(max_levels):
-            tb = int(bid_top) - i * int(step)
-            ta = int(ask_top) + i * int(step)
-            seen[slot, 0, i] = False
-            seen[slot, 1, i] = False
-            for j in range(max_levels):
-                if b_live[j] and b_tick[j] == tb:
-                    seen[slot, 0, i] = True
-                if a_live[j] and a_tick[j] == ta:
-                    seen[slot, 1, i] = True
+        for k in range(7):
+            dec[slot, k] = q[k]
+        dec[slot, 7] = rejected[r]
+        for s in range(2):
+            side = 1 if s == 0 else -1
+            for i in range(L):
+                t = np.int64(q[s]) - side * i * np.int64(q[2])
+                seen[slot, s, i] = False
+                for j in range(L):
+                    if live[s, j] and ticks[s, j] == t:
+                        seen[slot, s, i] = True
         for window in range(2):
             if window == 1 and lag_b[r] < lag_a[r]:
                 d = (r - lag_b[r]) % ring
-                for side in range(2):
-                    ticks = b_tick if side == 0 else a_tick
-                    sizes = b_lots if side == 0 else a_lots
-                    live = b_live if side == 0 else a_live
-                    new_t = np.zeros(max_levels, np.int64)
-                    new_s = np.zeros(max_levels)
-                    new_l = np.zeros(max_levels, np.bool_)
-                    top = int(dec[d, 0] if side == 0 else dec[d, 1])
-                    want = int(dec[d, 3] if side == 0 else dec[d, 4])
-                    for i in range(max_levels):
-                        t = top - i * int(dec[d, 2]) if side == 0 else top + i * int(dec[d, 2])
-                        new_t[i] = t
-                        if i >= want:
-                            continue
-                        kept = False
-                        for j in range(max_levels):
-                            if live[j] and ticks[j] == t:
-                                kept = True
-                                new_s[i] = sizes[j]
-                        if kept:
-                            new_l[i] = True
-                        elif seen[d, side, i]:
-                            pass  # the bot believed it had this level: it sent nothing
-                        elif (side == 0 and t < ask_ack[r]) or (side == 1 and t > bid_ack[r]):
-                            new_l[i] = True
-                            new_s[i] = dec[d, 5]
-                    ticks[:] = new_t
-                    sizes[:] = new_s
-                    live[:] = new_l
-            buy_thr = buy_a[r] if window == 0 else buy_b[r]
-            sell_thr = sell_a[r] if window == 0 else sell_b[r]
-            for i in range(max_levels):
-                if b_live[i] and b_tick[i] >= buy_thr:
-                    b_live[i] = False
-                    position += b_lots[i]
-                    cash -= b_lots[i] * b_tick[i]
-                    fills += 1
-                if a_live[i] and a_tick[i] <= sell_thr:
-                    a_live[i] = False
-                    position -= a_lots[i]
-                    cash += a_lots[i] * a_tick[i]
-                    fills += 1
-    return pos_out, cash_out, fills
+                for s in range(2):
+                    side = 1 if s == 0 else -1
+                    rejections += _arrive_side(ticks[s], lots[s], live[s], new_tick, new_lots, new_live,
+                                               np.int64(dec[d, s]), np.int64(dec[d, 2]), np.int64(dec[d, 3 + s]),
+                                               dec[d, 5 + s], seen[d, s], ask_ack[r] if s == 0 else bid_ack[r],
+                                               side, dec[d, 7] != 0)
+            b_qty, b_ticks, b_n = _fill_side(ticks[0], lots[0], live[0], buy_a[r] if window == 0 else buy_b[r], 1)
+            a_qty, a_ticks, a_n = _fill_side(ticks[1], lots[1], live[1], sell_a[r] if window == 0 else sell_b[r], -1)
+            position += b_qty - a_qty
+            cash += a_ticks - b_ticks
+            fills += b_n + a_n
+    return position, cash, fills, rejections
 
 
-def run_grid_reference(rows: dict[str, np.ndarray], base_tick: int, lot_size: float, max_levels: int,
-                       params: dict[str, float]):
-    """:func:`grid_lane` on rebased frame columns (numpy int arrays); ``params`` as for ``grid``."""
-    cols = [np.asarray(rows[k], np.int64) for k in
-            ("bid", "ask", "bid_ack", "ask_ack", "lag_a", "lag_b", "buy_fill_a", "sell_fill_a", "buy_fill_b",
-             "sell_fill_b")]
-    return grid_lane(*cols, int(base_tick), float(lot_size), int(max_levels), float(params["half_spread"]),
-                     float(params["skew"]), float(params["grid_interval"]), float(params["n_levels"]),
-                     float(params["order_qty"]), float(params.get("max_position", np.inf)))
+@numba.njit(parallel=True)
+def _lanes(decide, params, bid, ask, bid_ack, ask_ack, lag_a, lag_b, rejected, buy_a, sell_a, buy_b, sell_b,
+           features, max_levels, ring, out):
+    empty = np.zeros(0)
+    for c in numba.prange(params.shape[0]):
+        p, cash, n, rej = _lane(decide, params[c], bid, ask, bid_ack, ask_ack, lag_a, lag_b, rejected, buy_a, sell_a,
+                                buy_b, sell_b, features, max_levels, ring, empty, empty)
+        out[c, 0] = p
+        out[c, 1] = cash
+        out[c, 2] = n
+        out[c, 3] = rej
+
+
+def _columns(rows, fill_model: str):
+    col = {k: np.ascontiguousarray(np.asarray(rows[k]), np.int64) for k in
+           ("bid", "ask", "bid_ack", "ask_ack", "lag_a", "lag_b", "buy_fill_a", "sell_fill_a", "buy_fill_b",
+            "sell_fill_b", "sell_trade_low_a", "buy_trade_high_a", "sell_trade_low_b", "buy_trade_high_b")}
+    rejected = np.ascontiguousarray(np.asarray(rows.get("entry_rejected", np.zeros(len(col["bid"]))), np.int64))
+    buy_a, sell_a, buy_b, sell_b = col["buy_fill_a"], col["sell_fill_a"], col["buy_fill_b"], col["sell_fill_b"]
+    if fill_model == "touch":
+        buy_a, buy_b = np.minimum(buy_a, col["sell_trade_low_a"]), np.minimum(buy_b, col["sell_trade_low_b"])
+        sell_a, sell_b = np.maximum(sell_a, col["buy_trade_high_a"]), np.maximum(sell_b, col["buy_trade_high_b"])
+    elif fill_model != "cross":
+        raise ValueError(f"the reference loop knows the cross and touch fill models, not {fill_model!r}")
+    features = np.ascontiguousarray(np.asarray(rows["features"]), np.float64)
+    return (col["bid"], col["ask"], col["bid_ack"], col["ask_ack"], col["lag_a"], col["lag_b"], rejected, buy_a,
+            sell_a, buy_b, sell_b, features)
+
+
+def reference_lane(policy: str, static, market, params: dict[str, float], rows, *, ring: int,
+                   fill_model: str = "cross"):
+    """One lane on rebased frame rows (:func:`mmsweep.kernels.scan.rebase_frames`, as numpy):
+    ``(position, cash_ticks, fills, rejections)`` with per-row ``position`` and ``cash_ticks``
+    before each row (lots; lots x relative ticks) as the first two, totals as the last two."""
+    names = tuple(sorted(params))
+    decide = compile_decision(policy, static, market, names)
+    values = np.array([float(params[k]) for k in names])
+    cols = _columns(rows, fill_model)
+    n = len(cols[0])
+    pos, cash = np.zeros(n), np.zeros(n)
+    _p, _c, fills, rejections = _lane(decide, values, *cols, int(market.max_levels), int(ring), pos, cash)
+    return pos, cash, fills, rejections
+
+
+def reference_lanes(policy: str, static, market, params: dict[str, np.ndarray], rows, *, ring: int,
+                    fill_model: str = "cross", parallel: bool = True) -> np.ndarray:
+    """Every lane of ``params`` (arrays ``[lanes]``), one lane per loop iteration; ``parallel``
+    spreads the lanes over all cores (numba's prange), else one core.  Returns ``[lanes, 4]``:
+    final position (lots), cash (lots x relative ticks), fills, rejections."""
+    names = tuple(sorted(params))
+    decide = compile_decision(policy, static, market, names)
+    values = np.ascontiguousarray(np.stack([np.asarray(params[k], np.float64) for k in names], axis=1))
+    cols = _columns(rows, fill_model)
+    out = np.zeros((values.shape[0], 4))
+    if parallel:
+        _lanes(decide, values, *cols, int(market.max_levels), int(ring), out)
+    else:
+        empty = np.zeros(0)
+        for c in range(values.shape[0]):
+            out[c] = _lane(decide, values[c], *cols, int(market.max_levels), int(ring), empty, empty)
+    return out

@@ -303,8 +303,8 @@ def _replay_group(lo: int, hi: int, n_slots: int, bus_size: int) -> dict[str, np
     rec = {k: np.zeros((n, T)) for k in ("equity", "position", "num_trades", "trading_value", "fees")}
     mid = np.zeros(T)
     loop.run_policy(sim, j["cfg"], j["lat"], j["data"], j["decision_ts"], j["end_ts"], j["features"],
-                    np.ascontiguousarray(j["params"][lo:hi]), np.ascontiguousarray(j["max_lots"][lo:hi]),
-                    j["base_tick"], j["max_levels"], j["policy"], rec["equity"], rec["position"],
+                    np.ascontiguousarray(j["params"][lo:hi]), j["base_tick"], j["max_levels"], j["policy"],
+                    rec["equity"], rec["position"],
                     rec["num_trades"], rec["trading_value"], rec["fees"], mid)
     k = int(sim.cur[K_FILLS])
     f = sim.fills[:k]
@@ -352,7 +352,7 @@ def replay_policy(table: np.ndarray, *, tick_size: float, lot_size: float, decis
         config: exchange / latency / fee assumptions.
         data: a cached :func:`build_data` result for ``table`` (optional).
     """
-    from .policy_jit import compile_policy
+    from ..kernels.policy_numba import compile_decision
 
     decision_ts = np.ascontiguousarray(decision_ts, np.int64)
     if decision_ts.ndim != 1 or len(decision_ts) == 0 or np.any(np.diff(decision_ts) <= 0):
@@ -366,15 +366,14 @@ def replay_policy(table: np.ndarray, *, tick_size: float, lot_size: float, decis
     features = np.ascontiguousarray(features, np.float64).reshape(len(decision_ts), -1)
     if features.shape[1] != len(market.feature_names):
         raise ValueError(f"features has {features.shape[1]} columns; market names {len(market.feature_names)}")
-    fn = compile_policy(policy, static, market, names)
-    max_pos = np.asarray(params.get("max_position", np.full(n, np.inf)), np.float64).reshape(n)
+    fn = compile_decision(policy, static, market, names)
     data, base, n_ticks = data if data is not None else build_data(table, tick_size, lot_size)
     max_levels = int(market.max_levels)
     _JOB.clear()
     _JOB.update(
         data=data, cfg=_cfg(config, tick_size, lot_size, base), lat=config.latency_model(), n_ticks=n_ticks,
         decision_ts=decision_ts, end_ts=np.int64(end_ts), features=features, params=values,
-        max_lots=max_pos / lot_size - 1e-3, base_tick=np.int64(market.base_tick), max_levels=max_levels,
+        base_tick=np.int64(market.base_tick), max_levels=max_levels,
         policy=fn, config=config,
         n_slots=config.n_slots or order_slots(max_levels, config.max_round_trip_ns(),
                                               int(np.diff(decision_ts).min()) if len(decision_ts) > 1 else 1),

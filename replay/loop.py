@@ -121,16 +121,17 @@ def equity(sim, cfg, c, mid_price):
 
 
 @numba.njit
-def run_policy(sim, cfg, lat, data, decision_ts, end_ts, features, params, max_position_lots, base_tick,
-               max_levels, policy, rec_equity, rec_position, rec_trades, rec_value, rec_fee, rec_mid):
-    """Replay with every candidate quoting ``policy`` at each decision time.
+def run_policy(sim, cfg, lat, data, decision_ts, end_ts, features, params, base_tick, max_levels, decide,
+               rec_equity, rec_position, rec_trades, rec_value, rec_fee, rec_mid):
+    """Replay with every candidate quoting at each decision time.
 
-    ``params[c]`` are candidate c's policy parameters (in the compiled policy's order);
-    ``policy`` is a :func:`mmsweep.replay.policy_jit.compile_policy` function (relative ticks
-    around ``base_tick``).  At each decision: record the bot's state (as hftbacktest's Recorder
-    would), free finished orders, quote, then keep/cancel/post the grid (kernel rules: no bids
-    at ``position >= max_position``, sizes rounded down to lots, at most ``max_levels`` a side).
-    After the last decision the replay runs to ``end_ts``.
+    ``params[c]`` are candidate c's policy parameters (in the compiled function's order);
+    ``decide`` is a :func:`mmsweep.kernels.policy_numba.compile_decision` function: the policy and
+    the shared decision contract (:func:`mmsweep.kernels.orders.to_decision`: position cap,
+    tick and lot rounding, at most ``max_levels`` a side), in relative ticks around
+    ``base_tick``.  At each decision: record the bot's state (as hftbacktest's Recorder would),
+    free finished orders, decide, then keep/cancel/post the grid.  After the last decision the
+    replay runs to ``end_ts``.
     """
     n_cand = sim.ordi.shape[0]
     want = np.zeros(max(max_levels, 1), np.bool_)
@@ -153,19 +154,10 @@ def run_policy(sim, cfg, lat, data, decision_ts, end_ts, features, params, max_p
         obs = features[d]
         for c in range(n_cand):
             clear_finished(sim, c)
-            pos_lots = sim.pos[0, c]
-            q = policy(params[c], bid_rel, ask_rel, obs, pos_lots * cfg.lot_size)
-            step = max(np.int64(np.rint(q[2])), 1)
-            bid_levels = 0 if pos_lots >= max_position_lots[c] else np.int64(min(max(q[3], 0.0), max_levels))
-            ask_levels = 0 if pos_lots <= -max_position_lots[c] else np.int64(min(max(q[4], 0.0), max_levels))
-            bid_lots = np.int64(np.floor(q[5] / cfg.lot_size + 1e-6))
-            ask_lots = np.int64(np.floor(q[6] / cfg.lot_size + 1e-6))
-            if bid_lots <= 0:
-                bid_levels = 0
-            if ask_lots <= 0:
-                ask_levels = 0
-            bid_top = np.int64(np.rint(q[0])) + base_tick
-            ask_top = np.int64(np.rint(q[1])) + base_tick
-            maintain_grid(sim, lat, c, 1, bid_top, step, bid_levels, bid_lots, ts, want)
-            maintain_grid(sim, lat, c, -1, ask_top, step, ask_levels, ask_lots, ts, want)
+            q = decide(params[c], bid_rel, ask_rel, obs, np.float64(sim.pos[0, c]))
+            step = np.int64(q[2])
+            bid_lots = np.int64(q[5])
+            ask_lots = np.int64(q[6])
+            maintain_grid(sim, lat, c, 1, np.int64(q[0]) + base_tick, step, np.int64(q[3]), bid_lots, ts, want)
+            maintain_grid(sim, lat, c, -1, np.int64(q[1]) + base_tick, step, np.int64(q[4]), ask_lots, ts, want)
     advance(sim, cfg, lat, data, end_ts)

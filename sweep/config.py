@@ -104,83 +104,23 @@ from .errors import InputError
 from .features import KINDS as FEATURE_KINDS
 from .features import FeatureSpec
 from .features import _PARAMS as _FEATURE_PARAMS
+from ..kernels.policies import POLICIES as _KERNEL_POLICIES
+from ..kernels.policies import base as _policy_base
 from .frames import FrameSpec, LatencySpec
 from .limits import MAX_LATENCY_MS
 
 # --------------------------------------------------------------------------------------------
-# Policy registry: what the experiment may set for each quoting policy.  It mirrors the PARAMS
-# and STATIC tables of mmsweep.kernels.policies (same names, order, defaults and units; a test
-# keeps them equal) and adds the allowed range of each parameter, which the kernel leaves open.
+# Policy registry: what the experiment may set for each quoting policy.  Each policy declares its
+# parameters (default, unit, description, allowed range) and static options once, in its own
+# module (mmsweep.kernels.policies.*: PARAMS and STATIC); this is a view of those declarations.
 # Units: "ticks" are price ticks of the quoted instrument; "bps" basis points of the price
 # named; "qty units" the instrument's quantity unit (BTC); "orders" multiples of order_qty;
 # "quote currency" e.g. USDT.  Positions are signed (long > 0).  The formulas live in each
 # policy module's docstring.
 # --------------------------------------------------------------------------------------------
 
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One numeric (sweepable) strategy parameter.
-
-    Attributes:
-        unit: its unit (shown in errors).
-        default: None = required; ``math.inf`` = no limit.
-        low, high, open_low: allowed range (``open_low``: strictly above ``low``).
-        integer: whole numbers only.
-        allow_inf: ``.inf`` allowed ("no limit").
-        slot: ``(static option, j)``: only meaningful when that static feature list has more
-            than ``j`` entries (e.g. ``beta_1`` weighs ``signals[1]``); otherwise it stays 0.
-    """
-
-    unit: str
-    default: float | None = None
-    low: float = -math.inf
-    high: float = math.inf
-    open_low: bool = False
-    integer: bool = False
-    allow_inf: bool = False
-    slot: tuple[str, int] | None = None
-
-    def allowed(self) -> str:
-        """The allowed range, in words (for error messages)."""
-        parts = []
-        if self.low > -math.inf:
-            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
-        if self.high < math.inf:
-            parts.append(f"<= {self.high:g}")
-        text = f"{'a whole number' if self.integer else 'a number'} {' and '.join(parts)}".strip()
-        return text + (" (or .inf: no limit)" if self.allow_inf else "")
-
-    def first_bad(self, values: np.ndarray) -> tuple[float, str] | None:
-        """The first disallowed value and why (vectorised: an axis may hold a million values)."""
-        finite = np.isfinite(values)
-        checks = [
-            (np.isnan(values) | (~finite & (not self.allow_inf)), "must be finite"),
-            (self.integer and finite & (values != np.round(values)), "must be a whole number"),
-            ((values <= self.low) if self.open_low else (values < self.low), "out of range"),
-            (values > self.high, "out of range"),
-        ]
-        for mask, why in checks:
-            hits = np.flatnonzero(mask)
-            if hits.size:
-                return float(values[hits[0]]), why
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class StaticOption:
-    """A static (per-experiment, never swept) policy option.
-
-    ``kind``: ``features`` (a list of feature names, at most ``max_len``), ``feature`` (one
-    feature name, or null if ``nullable``), ``instrument`` (an instrument name; "" = the quoted
-    one) or ``count`` (a whole number >= 1).
-    """
-
-    kind: str
-    default: Any
-    doc: str
-    max_len: int = 0
-    nullable: bool = False
+Param = _policy_base.Param
+StaticOption = _policy_base.Static
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,104 +136,12 @@ class Policy:
         return [n for n, p in self.params.items() if p.slot is None or len(static[p.slot[0]]) > p.slot[1]]
 
 
-# Shared order-management parameters (DESIGN §3: a regular grid of n_levels orders per side).
-_N_LEVELS = Param("levels per side", default=1, low=1, integer=True)
-_ORDER_QTY = Param("qty units", low=0.0, open_low=True)
-_MAX_POSITION = Param("qty units", default=math.inf, low=0.0, open_low=True, allow_inf=True)
-_GRID_STEP = Param("ticks", default=1.0, low=0.0)  # rounded to whole ticks >= 1 by the policy
+def _policy_view(module) -> Policy:
+    doc = (module.__doc__ or "").strip().splitlines()[0].rstrip(".")
+    return Policy(doc=doc, params=dict(module.PARAMS), static=dict(module.STATIC))
 
-POLICIES: dict[str, Policy] = {
-    # hftbacktest's grid-trading example with inventory skew.  relative = 0: half_spread,
-    # grid_interval and skew in ticks; relative = 1: in bps of the local mid.
-    "grid": Policy(
-        doc="grid trading with inventory skew",
-        params={
-            "half_spread": Param("ticks | bps of mid if relative=1", low=0.0),
-            "grid_interval": Param("ticks | bps of mid if relative=1", default=1.0, low=0.0),
-            "skew": Param("ticks | bps of mid if relative=1, per order_qty of position", default=0.0),
-            "n_levels": _N_LEVELS,
-            "order_qty": _ORDER_QTY,
-            "max_position": _MAX_POSITION,
-            "relative": Param("flag 0/1", default=0, low=0, high=1, integer=True),
-        },
-    ),
-    # The APT study: fair = mid * (1 + sum_i beta_i * signal_i), signals being return features
-    # of other instruments (fractions) named in static `signals`; skew per position * mid /
-    # max_notional; sizes in notional.
-    "fair_value": Policy(
-        doc="fair value from other instruments' returns (APT)",
-        params={
-            "beta": Param("fraction of price per unit of signal return (dimensionless)", default=0.0,
-                          slot=("signals", 0)),
-            "beta_1": Param("dimensionless", default=0.0, slot=("signals", 1)),
-            "beta_2": Param("dimensionless", default=0.0, slot=("signals", 2)),
-            "beta_3": Param("dimensionless", default=0.0, slot=("signals", 3)),
-            "relative_half_spread_bps": Param("bps of mid", low=0.0),
-            "relative_skew_bps": Param("bps of mid per unit of normalised position", default=0.0),
-            "order_notional": Param("quote currency", low=0.0, open_low=True),
-            "max_notional": Param("quote currency", default=math.inf, low=0.0, open_low=True, allow_inf=True),
-            "n_levels": _N_LEVELS,
-            "grid_interval_bps": Param("bps of mid", default=0.0, low=0.0),
-        },
-        static={"signals": StaticOption("features", ("spot.rolling_return_300s",),
-                                        "names of return features weighted by beta, beta_1, ...", max_len=4)},
-    ),
-    # Avellaneda-Stoikov, stationary form, in ticks with inventory in orders of order_qty;
-    # sigma from the realised-vol feature named in static `vol`.
-    "avellaneda_stoikov": Policy(
-        doc="Avellaneda-Stoikov",
-        params={
-            "gamma": Param("1/tick per order of inventory", low=0.0),
-            "k": Param("1/tick", low=0.0, open_low=True),
-            "horizon_s": Param("s", default=1.0, low=0.0),
-            "eta": Param("1/order", default=0.0, low=0.0),
-            "order_qty": _ORDER_QTY,
-            "n_levels": _N_LEVELS,
-            "grid_step": _GRID_STEP,
-            "max_position": _MAX_POSITION,
-        },
-        static={"vol": StaticOption("feature", "realized_vol_60s", "realised-vol feature (fraction per sqrt(s))")},
-    ),
-    # The pricing framework: reservation = mid + sum_j coef_j * features[j] (bps)
-    #   - risk_aversion * (position / order_qty) * volatility (ticks).
-    "linear_alpha": Policy(
-        doc="reservation = fair value + linear forecast - inventory risk",
-        params={
-            "coef_0": Param("bps of mid per feature unit", default=0.0, slot=("features", 0)),
-            "coef_1": Param("bps of mid per feature unit", default=0.0, slot=("features", 1)),
-            "coef_2": Param("bps of mid per feature unit", default=0.0, slot=("features", 2)),
-            "coef_3": Param("bps of mid per feature unit", default=0.0, slot=("features", 3)),
-            "risk_aversion": Param("ticks per order of position per tick of volatility (dimensionless)",
-                                   default=0.0, low=0.0),
-            "horizon_s": Param("s", default=1.0, low=0.0),
-            "half_spread": Param("ticks", low=0.0),
-            "order_qty": _ORDER_QTY,
-            "n_levels": _N_LEVELS,
-            "grid_step": _GRID_STEP,
-            "max_position": _MAX_POSITION,
-        },
-        static={"features": StaticOption("features", (), "forecast features; features[j] is weighted by coef_j",
-                                          max_len=4),
-                "vol": StaticOption("feature", "realized_vol_60s", "realised-vol feature; null = 1 tick",
-                                    nullable=True)},
-    ),
-    # Reference-venue VAMP quoting: half-spreads base_bps -/+ skew_bps * tanh(q / q_scale)
-    # around the reference venue's VAMP (feature <venue>.vamp_bps_<levels> and <venue>.mid).
-    "vamp_reference": Policy(
-        doc="quotes around a reference venue's VAMP with a tanh inventory spread",
-        params={
-            "base_bps": Param("bps of reference mid", low=0.0),
-            "skew_bps": Param("bps of reference mid", default=0.0, low=0.0),
-            "q_scale": Param("orders (multiples of order_qty)", default=1.0, low=0.0),
-            "order_qty": _ORDER_QTY,
-            "n_levels": _N_LEVELS,
-            "grid_step": _GRID_STEP,
-            "max_position": _MAX_POSITION,
-        },
-        static={"venue": StaticOption("instrument", "", "reference instrument ('' = the quoted one)"),
-                "levels": StaticOption("count", 5, "VAMP depth levels (feature vamp_bps_<levels>)")},
-    ),
-}
+
+POLICIES: dict[str, Policy] = {name: _policy_view(module) for name, module in _KERNEL_POLICIES.items()}
 
 #: Objective metrics and whether larger is better (the default of objective.maximize):
 #: hftbacktest's summary columns, then kernels.metrics' extras (PnL, Fees, TradingValue in quote

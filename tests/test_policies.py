@@ -11,7 +11,7 @@ import pytest
 from mmsweep.kernels.policies import (POLICIES, bind, get_policy, required_features,
                                       resolve_params, resolve_static)
 from mmsweep.kernels.policies import avellaneda_stoikov as AS
-from mmsweep.kernels.policies.base import Market, Observation, Quote
+from mmsweep.kernels.policies.base import Market, Observation, Param, Quote, Static
 
 FEATURES = ("spot.rolling_return_300s", "realized_vol_60s", "vamp_bps_5", "spot.vamp_bps_5",
             "spot.mid", "imbalance_5")
@@ -375,9 +375,9 @@ def test_every_policy_documents_units_and_features(name):
     module = get_policy(name)
     assert callable(module.quote) and callable(module.FEATURES)
     for pname, spec in module.PARAMS.items():
-        assert len(spec) == 3 and isinstance(spec[1], str) and spec[1] and spec[2], pname
+        assert isinstance(spec, Param) and spec.unit and spec.doc, pname
     for sname, spec in module.STATIC.items():
-        assert len(spec) == 2, sname
+        assert isinstance(spec, Static) and spec.doc and spec.kind, sname
     assert set(required_features(name, CASES[name][0])) <= set(FEATURES)
     assert module.__doc__ and module.quote.__doc__
 

@@ -13,8 +13,8 @@ import pytest
 from jax import enable_x64
 from mmsweep.kernels.policies import POLICIES, bind, get_policy
 from mmsweep.kernels.policies.base import Market, Observation
-from mmsweep.replay import policy_jit
-from mmsweep.replay.policy_jit import OUTPUTS, compile_policy, jaxpr_to_source
+from mmsweep.kernels import policy_numba as policy_jit
+from mmsweep.kernels.policy_numba import OUTPUTS, compile_policy, jaxpr_to_source
 
 FEATURES = ("spot.rolling_return_300s", "realized_vol_60s", "vamp_bps_5", "spot.vamp_bps_5",
             "spot.mid", "imbalance_5", "spot.rolling_return_60s", "spot.imbalance_5")

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from typing import Any, Mapping
 
-from .base import Market, Observation, Quote
+from .base import Market, Observation, Param, Quote
 
 # Tolerance (in ticks) when rounding a price to a tick: 99.99999 ticks computed from bps should
 # be 100, not 99.  1e-4 tick is far below anything that matters and above float32 noise for
@@ -26,6 +26,21 @@ LOT_EPS = 1e-6
 # casts ticks to int32.
 TICK_BOUND = 2.0 ** 30
 INF = math.inf
+
+# Shared order-management parameters (DESIGN §3: a regular grid of n_levels orders per side).
+N_LEVELS = Param(1, "levels per side", "orders per side, capped at market.max_levels", low=1, integer=True)
+MAX_POSITION = Param(INF, "qty units", "no bids at position >= +max, no asks at <= -max", low=0.0, open_low=True,
+                     allow_inf=True)
+GRID_STEP = Param(1.0, "ticks", "spacing between levels, rounded to whole ticks >= 1", low=0.0)
+
+
+def order_qty_param(doc: str = "size per order (rounded down to lots); inventory unit") -> Param:
+    return Param(None, "qty units", doc, low=0.0, open_low=True)
+
+
+def all_equal(params: Mapping[str, Any], name: str, value: float) -> bool:
+    """Whether every lane's ``params[name]`` equals ``value`` (for ``invariants``)."""
+    return bool(np.all(np.asarray(params[name], np.float64) == value))
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -52,7 +67,7 @@ def static_config(spec: Mapping[str, tuple], static: Mapping[str, Any] | None) -
     unknown = set(static) - set(spec)
     if unknown:
         raise KeyError(f"unknown static option(s) {sorted(unknown)}; known: {sorted(spec)}")
-    return {name: static.get(name, default) for name, (default, _desc) in spec.items()}
+    return {name: static.get(name, option[0]) for name, option in spec.items()}
 
 
 def feature_tuple(value, what: str, max_len: int) -> tuple[str, ...]:

@@ -22,26 +22,33 @@ from __future__ import annotations
 
 from functools import partial
 
-from ._common import (INF, ask_tick, bid_tick, finish, level_count, lots_down, mid_price,
-                      mid_ticks, param, safe_div, static_config, step_ticks, vol_ticks)
-from .base import Quote
+from ._common import (GRID_STEP, INF, MAX_POSITION, N_LEVELS, all_equal, ask_tick, bid_tick, finish, level_count,
+                      lots_down, mid_price, mid_ticks, order_qty_param, param, safe_div, static_config, step_ticks,
+                      vol_ticks)
+from .base import Invariants, Param, Quote, Static
 
 # exp(30) ~ 1e13: keeps shaped sizes finite in float32 for any position
 MAX_SHAPE_EXPONENT = 30.0
 
 PARAMS = {
-    "gamma": (None, "1/tick per order of inventory", "risk aversion"),
-    "k": (None, "1/tick", "decay of fill intensity with quote distance, A*exp(-k*ticks)"),
-    "horizon_s": (1.0, "s", "horizon of the price variance sigma**2 (stands in for T - t)"),
-    "eta": (0.0, "1/order", "size shaping: bid size *exp(-eta*q), ask size *exp(eta*q)"),
-    "order_qty": (None, "qty units", "base size per order; inventory unit q = position/order_qty"),
-    "n_levels": (1, "levels per side", "orders per side, capped at market.max_levels"),
-    "grid_step": (1.0, "ticks", "spacing between levels, rounded to whole ticks >= 1"),
-    "max_position": (INF, "qty units", "no bids at position >= +max, no asks at <= -max"),
+    "gamma": Param(None, "1/tick per order of inventory", "risk aversion", low=0.0),
+    "k": Param(None, "1/tick", "decay of fill intensity with quote distance, A*exp(-k*ticks)", low=0.0,
+               open_low=True),
+    "horizon_s": Param(1.0, "s", "horizon of the price variance sigma**2 (stands in for T - t)", low=0.0),
+    "eta": Param(0.0, "1/order", "size shaping: bid size *exp(-eta*q), ask size *exp(eta*q)", low=0.0),
+    "order_qty": order_qty_param("base size per order; inventory unit q = position/order_qty"),
+    "n_levels": N_LEVELS,
+    "grid_step": GRID_STEP,
+    "max_position": MAX_POSITION,
 }
 STATIC = {
-    "vol": ("realized_vol_60s", "realised-vol feature name (fraction per sqrt(s))"),
+    "vol": Static("realized_vol_60s", "realised-vol feature name (fraction per sqrt(s))", "feature"),
 }
+
+
+def invariants(params) -> Invariants:
+    """Sizes are shaped by inventory unless ``eta`` is 0; the step is ``grid_step``."""
+    return Invariants(constant_size=all_equal(params, "eta", 0), constant_step=True)
 
 
 def FEATURES(static=None, market=None) -> tuple[str, ...]:

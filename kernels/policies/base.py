@@ -22,7 +22,10 @@ Order management (keep/cancel/submit, max position) is shared and lives in the k
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, NamedTuple
+
+import numpy as np
 
 
 class Market(NamedTuple):
@@ -107,3 +110,83 @@ class Quote(NamedTuple):
 
 
 Params = Mapping[str, Any]
+
+
+class Param(NamedTuple):
+    """A numeric (sweepable, traced) policy parameter, declared once in its policy's module and
+    read by the experiment config, the CLI and the exports.
+
+    Attributes:
+        default: the value when unset; ``None`` = required; ``math.inf`` = no limit.
+        unit: its unit (ticks, bps of mid, qty units, quote currency, ...).
+        doc: what it does.
+        low, high, open_low: the allowed range (``open_low``: strictly above ``low``).
+        integer: whole numbers only.
+        allow_inf: ``.inf`` allowed ("no limit").
+        slot: ``(static option, j)``: only meaningful when that static feature list has more
+            than ``j`` entries (e.g. ``beta_1`` weighs ``signals[1]``); otherwise it stays 0.
+    """
+
+    default: float | None
+    unit: str
+    doc: str
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    integer: bool = False
+    allow_inf: bool = False
+    slot: tuple[str, int] | None = None
+
+    def allowed(self) -> str:
+        """The allowed range, in words (for error messages)."""
+        parts = []
+        if self.low > -math.inf:
+            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high < math.inf:
+            parts.append(f"<= {self.high:g}")
+        text = f"{'a whole number' if self.integer else 'a number'} {' and '.join(parts)}".strip()
+        return text + (" (or .inf: no limit)" if self.allow_inf else "")
+
+    def first_bad(self, values) -> tuple[float, str] | None:
+        """The first disallowed value and why (vectorised: an axis may hold a million values)."""
+        values = np.asarray(values, np.float64)
+        finite = np.isfinite(values)
+        checks = [
+            (np.isnan(values) | (~finite & (not self.allow_inf)), "must be finite"),
+            (self.integer and finite & (values != np.round(values)), "must be a whole number"),
+            ((values <= self.low) if self.open_low else (values < self.low), "out of range"),
+            (values > self.high, "out of range"),
+        ]
+        for mask, why in checks:
+            hits = np.flatnonzero(mask)
+            if hits.size:
+                return float(values[hits[0]]), why
+        return None
+
+
+class Static(NamedTuple):
+    """A static (per-experiment, never swept or traced) policy option.
+
+    ``kind``: ``features`` (a list of feature names, at most ``max_len``), ``feature`` (one
+    feature name, or null if ``nullable``), ``instrument`` (an instrument name; "" = the quoted
+    one) or ``count`` (a whole number >= 1).
+    """
+
+    default: Any
+    doc: str
+    kind: str
+    max_len: int = 0
+    nullable: bool = False
+
+
+class Invariants(NamedTuple):
+    """What stays the same at every decision of every lane of a sweep (a policy's
+    ``invariants(params)`` decides it from the concrete swept values); the kernel then takes
+    shortcuts that give identical results.
+
+    constant_size: each side's order size (lots) never changes.
+    constant_step: the grid step (ticks) never changes.
+    """
+
+    constant_size: bool = False
+    constant_step: bool = False

@@ -22,31 +22,41 @@ from __future__ import annotations
 from functools import partial
 
 
-from ._common import (INF, align_down, align_up, feature_tuple, finish, grid_origin,
-                      level_count, lots_down, mid_price, mid_ticks, param, safe_div,
-                      static_config, step_ticks, ticks_per_bps, weighted_features, reject_unused_weights)
-from .base import Quote
+from ._common import (INF, N_LEVELS, align_down, align_up, all_equal, feature_tuple, finish, grid_origin,
+                      level_count, lots_down, mid_price, mid_ticks, param, reject_unused_weights, safe_div,
+                      static_config, step_ticks, ticks_per_bps, weighted_features)
+from .base import Invariants, Param, Quote, Static
 
 MAX_SIGNALS = 4
 BETAS = ("beta", "beta_1", "beta_2", "beta_3")
 
 PARAMS = {
-    "beta": (0.0, "fraction of price per unit of signal return (dimensionless)",
-             "weight of signals[0]"),
-    "beta_1": (0.0, "dimensionless", "weight of signals[1] (must be 0 if absent)"),
-    "beta_2": (0.0, "dimensionless", "weight of signals[2] (must be 0 if absent)"),
-    "beta_3": (0.0, "dimensionless", "weight of signals[3] (must be 0 if absent)"),
-    "relative_half_spread_bps": (None, "bps of mid", "distance from the reservation to the innermost level"),
-    "relative_skew_bps": (0.0, "bps of mid per unit of normalised position",
-                          "reservation shift; normalised position = position*mid/max_notional"),
-    "order_notional": (None, "quote currency", "size per order; qty = order_notional/mid rounded down to lots"),
-    "max_notional": (INF, "quote currency", "skew normaliser and position limit (|position*mid|)"),
-    "n_levels": (1, "levels per side", "orders per side, capped at market.max_levels"),
-    "grid_interval_bps": (0.0, "bps of mid", "spacing between levels, rounded to whole ticks >= 1 (0 = one tick)"),
+    "beta": Param(0.0, "fraction of price per unit of signal return (dimensionless)", "weight of signals[0]",
+                  slot=("signals", 0)),
+    "beta_1": Param(0.0, "dimensionless", "weight of signals[1] (must be 0 if absent)", slot=("signals", 1)),
+    "beta_2": Param(0.0, "dimensionless", "weight of signals[2] (must be 0 if absent)", slot=("signals", 2)),
+    "beta_3": Param(0.0, "dimensionless", "weight of signals[3] (must be 0 if absent)", slot=("signals", 3)),
+    "relative_half_spread_bps": Param(None, "bps of mid", "distance from the reservation to the innermost level",
+                                      low=0.0),
+    "relative_skew_bps": Param(0.0, "bps of mid per unit of normalised position",
+                               "reservation shift; normalised position = position*mid/max_notional"),
+    "order_notional": Param(None, "quote currency", "size per order; qty = order_notional/mid rounded down to lots",
+                            low=0.0, open_low=True),
+    "max_notional": Param(INF, "quote currency", "skew normaliser and position limit (|position*mid|)", low=0.0,
+                          open_low=True, allow_inf=True),
+    "n_levels": N_LEVELS,
+    "grid_interval_bps": Param(0.0, "bps of mid", "spacing between levels, rounded to whole ticks >= 1 (0 = one tick)",
+                               low=0.0),
 }
 STATIC = {
-    "signals": (("spot.rolling_return_300s",), "names of return features r_i (fractions), up to 4"),
+    "signals": Static(("spot.rolling_return_300s",), "names of return features r_i (fractions), up to 4",
+                      "features", max_len=MAX_SIGNALS),
 }
+
+
+def invariants(params) -> Invariants:
+    """The size is a notional (it moves with the mid); the step is one tick unless set in bps."""
+    return Invariants(constant_size=False, constant_step=all_equal(params, "grid_interval_bps", 0))
 
 
 def _signals(static) -> tuple[str, ...]:

@@ -18,25 +18,31 @@ from __future__ import annotations
 
 from functools import partial
 
-from ._common import (INF, align_down, align_up, finish, grid_origin, level_count, lots_down,
+from ._common import (MAX_POSITION, N_LEVELS, align_down, align_up, finish, grid_origin, level_count, lots_down,
                       mid_price, mid_ticks, param, safe_div, static_config, step_ticks,
-                      ticks_per_bps)
-from .base import Quote
+                      ticks_per_bps, all_equal, order_qty_param)
+from .base import Invariants, Param, Quote
 
 PARAMS = {
-    "half_spread": (None, "ticks | bps of mid if relative=1",
-                    "distance from the reservation price to the innermost level (before alignment)"),
-    "grid_interval": (1.0, "ticks | bps of mid if relative=1",
-                      "spacing between levels; rounded to whole ticks >= 1; grid prices are "
-                      "absolute multiples of it"),
-    "skew": (0.0, "ticks | bps of mid if relative=1, per order_qty of position",
-             "reservation shift against inventory (0 = plain grid)"),
-    "n_levels": (1, "levels per side", "orders per side, capped at market.max_levels"),
-    "order_qty": (None, "qty units", "size per order, rounded down to lots"),
-    "max_position": (INF, "qty units", "no bids at position >= +max, no asks at <= -max"),
-    "relative": (0, "flag 0/1", "0: half_spread/grid_interval/skew in ticks; 1: in bps of mid"),
+    "half_spread": Param(None, "ticks | bps of mid if relative=1",
+                         "distance from the reservation price to the innermost level (before alignment)", low=0.0),
+    "grid_interval": Param(1.0, "ticks | bps of mid if relative=1",
+                           "spacing between levels; rounded to whole ticks >= 1; grid prices are absolute "
+                           "multiples of it", low=0.0),
+    "skew": Param(0.0, "ticks | bps of mid if relative=1, per order_qty of position",
+                  "reservation shift against inventory (0 = plain grid)"),
+    "n_levels": N_LEVELS,
+    "order_qty": order_qty_param("size per order, rounded down to lots"),
+    "max_position": MAX_POSITION,
+    "relative": Param(0, "flag 0/1", "0: half_spread/grid_interval/skew in ticks; 1: in bps of mid", low=0, high=1,
+                      integer=True),
 }
 STATIC: dict = {}
+
+
+def invariants(params) -> Invariants:
+    """The size is always ``order_qty``; the step is constant unless it is in bps of the mid."""
+    return Invariants(constant_size=True, constant_step=all_equal(params, "relative", 0))
 
 
 def FEATURES(static=None, market=None) -> tuple[str, ...]:

@@ -18,31 +18,38 @@ from __future__ import annotations
 from functools import partial
 
 
-from ._common import (INF, ask_tick, bid_tick, feature_tuple, finish, level_count, lots_down,
-                      mid_price, mid_ticks, param, safe_div, static_config, step_ticks,
-                      ticks_per_bps, vol_ticks, weighted_features,
-                      reject_unused_weights)
-from .base import Quote
+from ._common import (GRID_STEP, MAX_POSITION, N_LEVELS, ask_tick, bid_tick, feature_tuple, finish, level_count,
+                      lots_down, mid_price, mid_ticks, order_qty_param, param, reject_unused_weights, safe_div,
+                      static_config, step_ticks, ticks_per_bps, vol_ticks, weighted_features)
+from .base import Invariants, Param, Quote, Static
 
 MAX_FEATURES = 4
 COEFS = tuple(f"coef_{j}" for j in range(MAX_FEATURES))
 
 PARAMS = {
-    **{c: (0.0, "bps of mid per feature unit", f"weight of features[{j}] in the forecast (must be 0 if absent)")
+    **{c: Param(0.0, "bps of mid per feature unit", f"weight of features[{j}] in the forecast (must be 0 if absent)",
+                slot=("features", j))
        for j, c in enumerate(COEFS)},
-    "risk_aversion": (0.0, "ticks per order of position per tick of volatility (dimensionless)",
-                      "reservation shift against inventory, scaled by volatility"),
-    "horizon_s": (1.0, "s", "horizon of the volatility (ticks per sqrt(horizon_s))"),
-    "half_spread": (None, "ticks", "distance from the reservation to the innermost level"),
-    "order_qty": (None, "qty units", "size per order (rounded down to lots); inventory unit"),
-    "n_levels": (1, "levels per side", "orders per side, capped at market.max_levels"),
-    "grid_step": (1.0, "ticks", "spacing between levels, rounded to whole ticks >= 1"),
-    "max_position": (INF, "qty units", "no bids at position >= +max, no asks at <= -max"),
+    "risk_aversion": Param(0.0, "ticks per order of position per tick of volatility (dimensionless)",
+                           "reservation shift against inventory, scaled by volatility", low=0.0),
+    "horizon_s": Param(1.0, "s", "horizon of the volatility (ticks per sqrt(horizon_s))", low=0.0),
+    "half_spread": Param(None, "ticks", "distance from the reservation to the innermost level", low=0.0),
+    "order_qty": order_qty_param(),
+    "n_levels": N_LEVELS,
+    "grid_step": GRID_STEP,
+    "max_position": MAX_POSITION,
 }
 STATIC = {
-    "features": ((), "forecast feature names (up to 4); features[j] is weighted by coef_j"),
-    "vol": ("realized_vol_60s", "realised-vol feature (fraction per sqrt(s)); None = 1 tick"),
+    "features": Static((), "forecast feature names (up to 4); features[j] is weighted by coef_j", "features",
+                       max_len=MAX_FEATURES),
+    "vol": Static("realized_vol_60s", "realised-vol feature (fraction per sqrt(s)); null = 1 tick", "feature",
+                  nullable=True),
 }
+
+
+def invariants(params) -> Invariants:
+    """Size ``order_qty`` and step ``grid_step`` at every decision."""
+    return Invariants(constant_size=True, constant_step=True)
 
 
 def _config(static):

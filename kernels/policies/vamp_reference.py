@@ -20,24 +20,30 @@ from __future__ import annotations
 
 from functools import partial
 
-from ._common import (INF, ask_tick, bid_tick, finish, level_count, lots_down, mid_price,
-                      mid_ticks, param, price_to_rel_ticks, safe_div, static_config, step_ticks,
-                      ticks_per_bps)
-from .base import Quote
+from ._common import (GRID_STEP, MAX_POSITION, N_LEVELS, ask_tick, bid_tick, finish, level_count, lots_down,
+                      mid_price, mid_ticks, order_qty_param, param, price_to_rel_ticks, safe_div, static_config,
+                      step_ticks, ticks_per_bps)
+from .base import Invariants, Param, Quote, Static
 
 PARAMS = {
-    "base_bps": (None, "bps of reference mid", "half-spread with zero inventory"),
-    "skew_bps": (0.0, "bps of reference mid", "max inventory change of each half-spread (tanh-saturated)"),
-    "q_scale": (1.0, "orders (multiples of order_qty)", "inventory at which tanh reaches 0.76"),
-    "order_qty": (None, "qty units", "size per order (rounded down to lots); inventory unit"),
-    "n_levels": (1, "levels per side", "orders per side, capped at market.max_levels"),
-    "grid_step": (1.0, "ticks", "spacing between levels, rounded to whole ticks >= 1"),
-    "max_position": (INF, "qty units", "no bids at position >= +max, no asks at <= -max"),
+    "base_bps": Param(None, "bps of reference mid", "half-spread with zero inventory", low=0.0),
+    "skew_bps": Param(0.0, "bps of reference mid", "max inventory change of each half-spread (tanh-saturated)",
+                      low=0.0),
+    "q_scale": Param(1.0, "orders (multiples of order_qty)", "inventory at which tanh reaches 0.76", low=0.0),
+    "order_qty": order_qty_param(),
+    "n_levels": N_LEVELS,
+    "grid_step": GRID_STEP,
+    "max_position": MAX_POSITION,
 }
 STATIC = {
-    "venue": ("", "reference instrument prefix ('' = the quoted instrument)"),
-    "levels": (5, "VAMP depth levels (feature vamp_bps_<levels>)"),
+    "venue": Static("", "reference instrument prefix ('' = the quoted instrument)", "instrument"),
+    "levels": Static(5, "VAMP depth levels (feature vamp_bps_<levels>)", "count"),
 }
+
+
+def invariants(params) -> Invariants:
+    """Size ``order_qty`` and step ``grid_step`` at every decision."""
+    return Invariants(constant_size=True, constant_step=True)
 
 
 def _names(static) -> tuple[str, str | None]:
