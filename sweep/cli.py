@@ -236,11 +236,16 @@ def _print_frames(frames) -> None:
 @click.option("--out", "out_root", type=click.Path(file_okay=False), help="Runs folder (default: the experiment's run.out).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: only missing chunks are computed.")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Rows of the printed top table.")
-def run_cmd(experiment, out_root, resume, top) -> None:
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, exists=True),
+              help="A YAML file whose `data` section replaces the experiment's (e.g. "
+                   "experiments/data/binance_btcusdt.yaml: the real sample); the run is named <name>-<file stem>.")
+def run_cmd(experiment, out_root, resume, top, data_file) -> None:
     """Sweep EXPERIMENT (a YAML file) and write its run folder."""
     from .config import load_experiment
+    from .datafile import load_with_data
 
-    _run_and_report(load_experiment(experiment), out_root, resume, top)
+    exp = load_with_data(experiment, data_file) if data_file else load_experiment(experiment)
+    _run_and_report(exp, out_root, resume, top)
 
 
 def _run_and_report(exp, out_root, resume, top) -> Path:

@@ -62,6 +62,8 @@ Schema (defaults shown; "required" keys have none)::
     run: {chunk_lanes: 8192, dtype: float32, out: runs,
           max_levels: null}       # order slots per side in the kernel's arrays; null = the widest
                                   # lane's n_levels (an exported lane pins its sweep's value)
+    fit: {horizon_s: 10, params: [beta]}   # optional: coefficients regressed on the train part
+                                  # before the sweep (fair_value / linear_alpha), see fit.py
     provenance: {}                # informational, ignored when running: where an exported
                                   # experiment came from (mmsweep.sweep.export documents it)
 
@@ -167,7 +169,7 @@ FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
 AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
 SAMPLERS = ("random", "sobol")
 TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "features",
-            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance")
+            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance", "fit")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -419,6 +421,7 @@ class Experiment:
     description: str = ""
     source: str = dataclasses.field(default="", compare=False)
     provenance: dict | None = dataclasses.field(default=None, compare=False)  # informational only
+    fit: Any = None  # fit.Fit: coefficients regressed on the train part before the sweep
 
     @property
     def policy(self) -> Policy:
@@ -1385,6 +1388,9 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
     sweep = _parse_sweep(ctx, top.raw("sweep"), _Scope(policy_name, policy, tuple(active), static, fixed))
     # Fill the defaults of parameters neither fixed, swept nor derived; a required one is an error.
     varied = set(sweep.names) | {t.target for t in sweep.derived}
+    from .fit import parse_fit
+
+    fit = parse_fit(ctx, top.raw("fit"), policy_name, static, varied)
     params: dict[str, float] = {}
     for pname, spec in policy.params.items():
         if pname in fixed:
@@ -1421,6 +1427,7 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         run=_parse_run(ctx, top.raw("run")),
         source=source,
         provenance=_parse_provenance(ctx, top.raw("provenance")),
+        fit=fit,
     )
     if exp.objective.rank_on != "train" and exp.split.folds is None:
         raise ctx.fail("objective.rank_on", f"rank_on: {exp.objective.rank_on} ranks across folds; add "
@@ -1517,4 +1524,5 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         # max_levels and provenance written only when set (older experiments keep their hash)
         "run": {k: v for k, v in dataclasses.asdict(exp.run).items() if k != "max_levels" or v is not None},
         **({"provenance": exp.provenance} if exp.provenance is not None else {}),
+        **({"fit": exp.fit.to_dict()} if exp.fit is not None else {}),
     }

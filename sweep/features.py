@@ -17,6 +17,9 @@ Feature specs are small dicts (as they appear in an experiment YAML)::
                                                          # returns / interval_s), fraction per sqrt(s)
     {kind: vamp_bps, levels: 5}                          # volume-adjusted mid vs mid, in bps
     {kind: mid, instrument: spot}                        # the mid price itself (price units)
+    {kind: trade_imbalance, window_s: 10}                # (buy - sell) / (buy + sell) aggressor
+                                                         # volume over (t - window, t], in [-1, 1];
+                                                         # 0 when no trade in the window
 
 ``instrument`` defaults to the quoted instrument.
 """
@@ -31,7 +34,7 @@ from .errors import InputError
 
 MAX_WINDOW_S = 366 * 86_400.0  # lags and windows: at most a year
 MAX_LEVELS = 1_000  # book levels of a depth feature (each is a column per decision row)
-KINDS = ("mid_return", "rolling_return", "imbalance", "realized_vol", "vamp_bps", "mid")
+KINDS = ("mid_return", "rolling_return", "imbalance", "realized_vol", "vamp_bps", "mid", "trade_imbalance")
 _PARAMS = {
     "mid_return": {"lag_s"},
     "rolling_return": {"window_s", "shift_s"},
@@ -39,6 +42,7 @@ _PARAMS = {
     "realized_vol": {"window_s"},
     "vamp_bps": {"levels"},
     "mid": set(),
+    "trade_imbalance": {"window_s"},
 }
 
 
@@ -63,6 +67,7 @@ class FeatureSpec:
             "realized_vol": f"_{self.window_s:g}s",
             "vamp_bps": f"_{self.levels}",
             "mid": "",
+            "trade_imbalance": f"_{self.window_s:g}s",
         }[self.kind]
         return f"{prefix}{self.kind}{suffix}"
 
@@ -124,12 +129,32 @@ def _shift(x: np.ndarray, rows: int, fill: float = np.nan) -> np.ndarray:
     return out
 
 
+def _trade_imbalance(view: dict[str, np.ndarray], window: int, interval_ns: int) -> np.ndarray:
+    """Signed aggressor volume over the trades with ``local_ts`` in ``(t - window, t]`` divided by
+    their total volume; NaN for the first ``window`` rows (warm-up)."""
+    t = np.asarray(view["sample_ts"], np.int64)
+    ts = np.asarray(view["trade_ts"], np.int64)
+    signed = np.concatenate([[0.0], np.cumsum(view["trade_side"] * view["trade_qty"])])
+    total = np.concatenate([[0.0], np.cumsum(view["trade_qty"])])
+    hi = np.searchsorted(ts, t, side="right")
+    lo = np.searchsorted(ts, t - window * interval_ns, side="right")
+    vol = total[hi] - total[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(vol > 0, (signed[hi] - signed[lo]) / vol, 0.0)
+    out[:window] = np.nan
+    return out
+
+
 def compute_feature(spec: FeatureSpec, view: dict[str, np.ndarray], interval_ns: int, tick_size: float) -> np.ndarray:
-    """One feature column from a local view (``bid_ticks/bid_qty/ask_ticks/ask_qty [T, L]`` and
-    ``mid`` [T] in price units).  NaN marks warm-up rows (the caller zero-fills and counts)."""
+    """One feature column from a local view (``bid_ticks/bid_qty/ask_ticks/ask_qty [T, L]``,
+    ``mid`` [T] in price units, ``sample_ts`` [T] and the trades ``trade_ts`` / ``trade_side`` /
+    ``trade_qty`` on the local clock, sorted).  NaN marks warm-up rows (the caller zero-fills
+    and counts)."""
     mid = view["mid"]
     if spec.kind == "mid":
         return mid.copy()
+    if spec.kind == "trade_imbalance":
+        return _trade_imbalance(view, _rows(spec.window_s, interval_ns, spec, "window_s"), interval_ns)
     if spec.kind == "mid_return":
         lag = _rows(spec.lag_s, interval_ns, spec, "lag_s")
         return np.log(mid / _shift(mid, lag))

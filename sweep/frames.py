@@ -340,8 +340,12 @@ def _local_view(events: Events, sample_ts: np.ndarray, levels: int) -> dict[str,
     ask = rep.ask_ticks[:, 0]
     two_sided = (bid != NO_BID) & (ask != NO_ASK)
     mid = np.where(two_sided, (bid + ask) * 0.5 * inst.tick_size, np.nan)
+    trades = events.table[events.table["kind"] == TRADE]  # for trade-flow features, local clock
+    trades = trades[np.argsort(trades["local_ts"], kind="stable")]
     return {"bid_ticks": rep.bid_ticks, "bid_qty": rep.bid_qty, "ask_ticks": rep.ask_ticks,
-            "ask_qty": rep.ask_qty, "mid": mid, "two_sided": two_sided, "replay": rep}
+            "ask_qty": rep.ask_qty, "mid": mid, "two_sided": two_sided, "replay": rep, "sample_ts": sample_ts,
+            "trade_ts": trades["local_ts"], "trade_side": trades["side"].astype(np.float64),
+            "trade_qty": trades["qty"].astype(np.float64)}
 
 
 def _forward_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

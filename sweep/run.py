@@ -300,8 +300,10 @@ def run_experiment(exp, *, out_root: str | os.PathLike | None = None, resume: bo
     The folder is locked for the whole run (:mod:`mmsweep.sweep.runfolder`); ``--resume`` only
     continues chunks computed from the same experiment, the same input files (sha256) and the
     same frames (cache key), and recomputes damaged chunks."""
+    from .fit import apply_fit
     from .runfolder import FolderLock, make_folder
 
+    exp = apply_fit(exp, log=log)  # an experiment's `fit` step: coefficients from the train part
     root = Path(out_root if out_root is not None else exp.run.out)
     make_folder(root, "runs", key=None if out_root is not None else "run.out")
     run_dir = root / exp.name
