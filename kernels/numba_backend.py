@@ -199,7 +199,7 @@ def generate(config: KernelConfig, param_names: tuple[str, ...]):
     param_loads = [f"prm{i} = lf[{(f_params + i) * BLOCK} + l]" for i in range(n_params)]
     flag = jax.ShapeDtypeStruct((), jnp.bool_)
     state_spec = state_layout.specs()
-    what = f"lane step of {config.policy}"
+    what = f"lane step of {_policy_name(config.policy)}"
 
     def window(row, cols):
         return {name: row[col] for name, col in cols.items()}
@@ -279,6 +279,14 @@ def generate(config: KernelConfig, param_names: tuple[str, ...]):
         ''')
     source = header + "\n\n" + "\n".join(kernel_fn) + "\n"
     return source, columns, state_layout, pend_probe
+
+
+def _policy_name(policy) -> str:
+    """A stable name for the generated code's header (a repr would hold a memory address and
+    change the cache key in every process)."""
+    func = getattr(policy, "func", policy)
+    static = getattr(policy, "keywords", None)
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')} static={static}"
 
 
 def _select(pred, a, b):

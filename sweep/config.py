@@ -60,8 +60,9 @@ Schema (defaults shown; "required" keys have none)::
                                   # equity resample period (s, a multiple of the interval); book
                                   # size (quote currency) for Return/MaxDrawdown; SR annualisation
     run: {chunk_lanes: 8192, dtype: float32, out: runs,
-          max_levels: null}       # order slots per side in the kernel's arrays; null = the widest
+          max_levels: null,       # order slots per side in the kernel's arrays; null = the widest
                                   # lane's n_levels (an exported lane pins its sweep's value)
+          backend: auto}          # auto (numba on a CPU, jax on a GPU) | jax | numba
     fit: {horizon_s: 10, params: [beta]}   # optional: coefficients regressed on the train part
                                   # before the sweep (fair_value / linear_alpha), see fit.py
     provenance: {}                # informational, ignored when running: where an exported
@@ -164,6 +165,7 @@ MAX_FEE_BPS = 1_000.0  # 10 % of traded value
 MAX_QUEUE_N = 20.0
 FILL_MODELS = ("cross", "touch")
 DTYPES = ("float32", "float64")
+BACKENDS = ("auto", "jax", "numba")
 DATA_SOURCES = ("synthetic", "files")
 FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
 AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
@@ -397,6 +399,7 @@ class Run:
     dtype: str = "float32"
     out: str = "runs"
     max_levels: int | None = None  # order slots per side; None = the widest lane's n_levels
+    backend: str = "auto"  # BACKENDS; "auto": numba on a CPU, jax on a GPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1348,12 +1351,13 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
 
 
 def _parse_run(ctx: _Ctx, raw: Any) -> Run:
-    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out", "max_levels"), "how the sweep runs")
+    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out", "max_levels", "backend"), "how the sweep runs")
     return Run(
         chunk_lanes=sec.integer("chunk_lanes", 8192, what="lanes per device call", low=1),
         dtype=sec.text("dtype", "float32", what="kernel float type", choices=DTYPES),
         out=sec.text("out", "runs", what="folder of run folders, relative to the working directory"),
         max_levels=sec.integer("max_levels", None, what="order slots per side in the kernel's arrays", low=1),
+        backend=sec.text("backend", "auto", what="kernel backend", choices=BACKENDS),
     )
 
 
@@ -1522,7 +1526,9 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         "verify": dataclasses.asdict(exp.verify),
         "metrics": dataclasses.asdict(exp.metrics),
         # max_levels and provenance written only when set (older experiments keep their hash)
-        "run": {k: v for k, v in dataclasses.asdict(exp.run).items() if k != "max_levels" or v is not None},
+        # max_levels and backend only when set (older experiments keep their hash)
+        "run": {k: v for k, v in dataclasses.asdict(exp.run).items()
+                if not (k == "max_levels" and v is None) and not (k == "backend" and v == "auto")},
         **({"provenance": exp.provenance} if exp.provenance is not None else {}),
         **({"fit": exp.fit.to_dict()} if exp.fit is not None else {}),
     }

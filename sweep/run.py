@@ -55,6 +55,7 @@ class Prepared:
     lanes: dict[str, np.ndarray]
     manifest: dict[str, Any]
     quoted: Any = None  # the quoted instrument's Events (the exact engine replays them)
+    backend: str = "jax"  # the kernel backend that runs the lanes (kernels.backends, resolved)
 
 
 def experiment_hash(exp) -> str:
@@ -114,7 +115,8 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     import jax
     import jax.numpy as jnp
 
-    from ..kernels.policies import bind, required_features
+    from ..kernels.backends import resolve as resolve_backend
+    from ..kernels.policies import bind, lane_invariants, required_features
     from ..kernels.policies.base import Market
     from ..kernels.metrics import make_metrics_config
     from ..kernels.scan import KernelConfig, rebase_frames
@@ -145,8 +147,13 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     base_tick = int(np.median(frames["bid"]))
     market = Market(inst.tick_size, inst.lot_size, base_tick, tuple(frames.feature_names), interval_s,
                     max_levels)
+    # What stays constant over every decision of these lanes lets the kernel take exact shortcuts
+    # (one lots value per side, keep/cancel by shifting a mask).
+    invariants = lane_invariants(exp.strategy.policy, lanes)
     config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
-                          inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype)
+                          inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype,
+                          constant_size=invariants.constant_size, constant_step=invariants.constant_step)
+    backend = resolve_backend(exp.run.backend)
     rows = rebase_frames(frames, base_tick, dtype)
     bounds = part_bounds(frames, exp.split)
     cut = bounds["train"][1]
@@ -168,9 +175,10 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
         # what a lane's metrics depend on besides its parameters and the frames (mmsweep export)
-        "kernel": {"max_levels": max_levels, "base_tick": base_tick, "dtype": exp.run.dtype},
+        "kernel": {"max_levels": max_levels, "base_tick": base_tick, "dtype": exp.run.dtype, "backend": backend,
+                   **invariants._asdict()},
     }
-    return Prepared(exp, frames, config, parts, configs, lanes, manifest, quoted)
+    return Prepared(exp, frames, config, parts, configs, lanes, manifest, quoted, backend)
 
 
 def _jsonable(obj):
@@ -200,28 +208,48 @@ def _sharding(n_devices: int):
 
 def run_chunk(prep: Prepared, lo: int, hi: int) -> "Any":
     """Backtest lanes ``[lo, hi)`` on every part; a polars DataFrame, one row per lane."""
-    import jax
     import polars as pl
+
+    n = hi - lo
+    dtype = np.float32 if np.dtype(prep.config.dtype) == np.float32 else np.float64
+    table: dict[str, Any] = {"lane": np.arange(lo, hi, dtype=np.int64)}
+    table.update({k: np.asarray(v[lo:hi]) for k, v in prep.lanes.items()})
+    if prep.backend == "numba":
+        from ..kernels.numba_backend import run_lanes_numba
+
+        params = {k: np.asarray(v[lo:hi], dtype) for k, v in prep.lanes.items()}
+        for part, rows in prep.parts.items():
+            out = run_lanes_numba(params, _host_rows(prep, part), prep.configs[part])
+            for column in METRIC_COLUMNS:
+                table[f"{part}_{column}"] = np.asarray(out[column], np.float64)
+        return pl.DataFrame(table)
+
+    import jax
 
     from ..kernels.scan import run_lanes
 
     n_dev = len(jax.devices())
-    n = hi - lo
     padded = -(-n // n_dev) * n_dev  # shards need equal sizes; pad with copies of the last lane
     params = {}
     sharding = _sharding(n_dev)
     for k, v in prep.lanes.items():
         chunk = np.asarray(v[lo:hi], np.float64)
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - n)])
-        arr = np.asarray(chunk, np.float32 if prep.config.dtype.__name__ == "float32" else np.float64)
+        arr = np.asarray(chunk, dtype)
         params[k] = jax.device_put(arr, sharding) if sharding is not None else arr
-    table: dict[str, Any] = {"lane": np.arange(lo, hi, dtype=np.int64)}
-    table.update({k: np.asarray(v[lo:hi]) for k, v in prep.lanes.items()})
     for part, rows in prep.parts.items():
         out = run_lanes(params, rows, prep.configs[part])
         for column in METRIC_COLUMNS:
             table[f"{part}_{column}"] = np.asarray(out[column], np.float64)[:n]
     return pl.DataFrame(table)
+
+
+def _host_rows(prep: Prepared, part: str) -> dict[str, np.ndarray]:
+    """A part's frame rows as numpy arrays (the numba backend's input), converted once."""
+    cache = prep.__dict__.setdefault("_host_parts", {})
+    if part not in cache:
+        cache[part] = {k: np.asarray(v) for k, v in prep.parts[part].items()}
+    return cache[part]
 
 
 def rank(results, exp) -> "Any":

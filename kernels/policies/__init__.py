@@ -22,9 +22,11 @@ from functools import partial
 from types import ModuleType
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from . import avellaneda_stoikov, fair_value, grid, linear_alpha, vamp_reference
 from ._common import static_config
-from .base import Market, Observation, Params, Quote
+from .base import Invariants, Market, Observation, Params, Quote
 
 POLICIES: dict[str, ModuleType] = {
     "grid": grid,
@@ -35,7 +37,7 @@ POLICIES: dict[str, ModuleType] = {
 }
 
 __all__ = ["POLICIES", "get_policy", "resolve_params", "resolve_static", "required_features",
-           "bind", "Market", "Observation", "Quote", "Params"]
+           "bind", "lane_invariants", "Market", "Observation", "Quote", "Params"]
 
 
 def get_policy(name: str) -> ModuleType:
@@ -70,6 +72,16 @@ def resolve_params(name: str, params: Mapping[str, Any], static: Mapping[str, An
     if hasattr(module, "validate"):
         module.validate(out, static)
     return out
+
+
+def lane_invariants(name: str, lanes: Mapping[str, Any]) -> Invariants:
+    """What policy ``name`` keeps constant over every decision of these lanes (arrays of swept
+    values, unset parameters at their defaults): the kernel shortcuts it allows."""
+    module = get_policy(name)
+    n = max((np.size(v) for v in lanes.values()), default=1)
+    full = {p: np.broadcast_to(np.asarray(lanes.get(p, spec[0] if spec[0] is not None else np.nan), np.float64), (n,))
+            for p, spec in module.PARAMS.items()}
+    return module.invariants(full)
 
 
 def required_features(name: str, static: Mapping[str, Any] | None = None,
