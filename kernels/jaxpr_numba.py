@@ -25,6 +25,7 @@ import numpy as np
 from jax import enable_x64
 from jax.extend import core as jcore
 from numba import types as nbt
+from llvmlite import ir
 from numba.extending import intrinsic
 
 __all__ = ["jaxpr_to_source", "translate", "njit_source", "Translator", "Val"]
@@ -115,8 +116,32 @@ def _popcount(typingctx, x):
     return x(x), codegen
 
 
+def _int32_shift(kind: str):
+    """A 32-bit shift (numba computes int32 maths in int64, and LLVM cannot narrow a shift by a
+    variable amount back to 32 bits: half the lanes per vector).  Amounts must be in 0..31."""
+
+    @intrinsic
+    def shift(typingctx, x, y):
+        if not (isinstance(x, nbt.Integer) and isinstance(y, nbt.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            a, b = (builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32) if v.type.width < 32 else v
+                    for v in args)
+            return builder.shl(a, b) if kind == "left" else builder.ashr(a, b)
+
+        return nbt.int32(x, y), codegen
+
+    return shift
+
+
+_shl32 = _int32_shift("left")
+_shr32 = _int32_shift("right")
+
 _GLOBALS = {"np": np, "math": math, "_INF": math.inf, "_NAN": math.nan, "_fmax": _fmax,
-            "_fmin": _fmin, "_sign": _sign, "_round_away": _round_away, "_idiv": _idiv, "_popcount": _popcount,
+            "_fmin": _fmin, "_sign": _sign, "_round_away": _round_away, "_idiv": _idiv, "_popcount": _popcount, "_shl32": _shl32,
+            "_shr32": _shr32,
             "_irem": _irem}
 
 
@@ -338,6 +363,8 @@ class Translator:
         b = ops[1] if len(ops) > 1 else None
         if name in _UNARY:
             return _UNARY[name].format(a=a)
+        if name in ("shift_left", "shift_right_arithmetic") and self.inline and dtype == np.int32:
+            return f"{'_shl32' if name == 'shift_left' else '_shr32'}({a}, {b})"
         if name in _BINARY:
             return _BINARY[name].format(a=a, b=b)
         if name == "div":

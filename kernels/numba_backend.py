@@ -274,7 +274,8 @@ def generate(config: KernelConfig, param_names: tuple[str, ...]):
         import math
         import numba
         import numpy as np
-        from mmsweep.kernels.jaxpr_numba import _fmax, _fmin, _idiv, _irem, _popcount, _round_away, _sign
+        from mmsweep.kernels.jaxpr_numba import (_fmax, _fmin, _idiv, _irem, _popcount, _round_away, _shl32, _shr32,
+                                                 _sign)
         _INF, _NAN = math.inf, math.nan
         ''')
     source = header + "\n\n" + "\n".join(kernel_fn) + "\n"

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
+from .policies._common import round_half_even
+
 #: Levels a side may hold: bit ``j`` of an int32 mask is level ``j`` (bit 31 stays clear).
 MAX_LEVELS = 30
 #: Below the cap by this much (lots) counts as at the cap: 0.2 / 0.001 = 199.99999999999997.
@@ -73,9 +75,9 @@ def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
     bid_levels = xp.where((position_lots >= cap) | (bid_lots <= 0), 0.0, xp.clip(quote.bid_levels, 0.0, max_levels))
     ask_levels = xp.where((position_lots <= -cap) | (ask_lots <= 0), 0.0, xp.clip(quote.ask_levels, 0.0, max_levels))
     return Decision(
-        bid_top=xp.round(quote.bid_top).astype(jnp.int32),
-        ask_top=xp.round(quote.ask_top).astype(jnp.int32),
-        step=xp.maximum(xp.round(quote.step), 1.0).astype(jnp.int32),
+        bid_top=round_half_even(quote.bid_top, xp).astype(jnp.int32),
+        ask_top=round_half_even(quote.ask_top, xp).astype(jnp.int32),
+        step=xp.maximum(round_half_even(quote.step, xp), 1.0).astype(jnp.int32),
         bid_levels=bid_levels.astype(jnp.int32),
         ask_levels=ask_levels.astype(jnp.int32),
         bid_lots=bid_lots,
@@ -131,7 +133,8 @@ def shift_remap(mask, top, new_top, step, side: int, max_levels: int, dtype):
     shifted by ``k = side * (new_top - top) / step`` levels if that is a whole number, else
     nowhere.  A couple of shifts instead of a loop over levels."""
     offset = side * (new_top - top)
-    k = jnp.round(offset.astype(dtype) * (1.0 / step.astype(dtype))).astype(jnp.int32)
+    # the quotient of an exact multiple is within an ulp of a whole number: floor(q + 0.5) finds it
+    k = jnp.floor(offset.astype(dtype) * (1.0 / step.astype(dtype)) + 0.5).astype(jnp.int32)
     aligned = k * step == offset
     k = jnp.clip(k, -31, 31)
     shifted = jnp.where(k >= 0, jnp.left_shift(mask, jnp.maximum(k, 0)), jnp.right_shift(mask, jnp.maximum(-k, 0)))
@@ -153,7 +156,7 @@ def remap(mask, top, step, new_top, new_step, side: int, max_levels: int, dtype,
     picked = [jnp.zeros((), dtype) for _ in range(max_levels)] if lots is not None else None
     for j in range(max_levels):
         offset = side * (new_top - level_tick(top, step, j, side))
-        i = jnp.round(offset.astype(dtype) * inv_step).astype(jnp.int32)
+        i = jnp.floor(offset.astype(dtype) * inv_step + 0.5).astype(jnp.int32)
         lands = level_bit(mask, j) & (offset >= 0) & (i * new_step == offset) & (i < max_levels)
         out = out | jnp.where(lands, jnp.left_shift(jnp.int32(1), jnp.clip(i, 0, max_levels - 1)), jnp.int32(0))
         if lots is not None:

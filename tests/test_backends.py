@@ -7,6 +7,7 @@ rounds every operation), in float32 within 2e-6 of the traded value.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -100,21 +101,17 @@ def run_both(frames, policy, fill_model="cross", dtype=jnp.float64, n=24, seed=0
     return jax_out, numba_out
 
 
-@pytest.mark.parametrize("policy", ["grid", "fair_value", "avellaneda_stoikov", "linear_alpha", "vamp_reference"])
-def test_numba_equals_jax_for_every_policy(frames, policy):
-    jax_out, numba_out = run_both(frames, policy)
-    assert_agree(jax_out, numba_out, jnp.float64, policy)
+# Every policy, both fill models and both float types, without compiling every combination
+# (each numba kernel takes seconds to compile).
+CASES = [("grid", "cross", jnp.float64), ("grid", "touch", jnp.float32), ("fair_value", "cross", jnp.float64),
+         ("avellaneda_stoikov", "touch", jnp.float64), ("linear_alpha", "cross", jnp.float64),
+         ("vamp_reference", "cross", jnp.float32)]
 
 
-@pytest.mark.parametrize("policy", ["grid", "avellaneda_stoikov"])
-def test_numba_equals_jax_with_touch_fills(frames, policy):
-    jax_out, numba_out = run_both(frames, policy, "touch", seed=1)
-    assert_agree(jax_out, numba_out, jnp.float64, f"{policy} touch")
-
-
-def test_numba_equals_jax_in_float32(frames):
-    jax_out, numba_out = run_both(frames, "grid", dtype=jnp.float32, seed=2)
-    assert_agree(jax_out, numba_out, jnp.float32, "grid float32")
+@pytest.mark.parametrize("policy,fill_model,dtype", CASES, ids=[f"{p}-{f}-{np.dtype(d).name}" for p, f, d in CASES])
+def test_numba_equals_jax(frames, policy, fill_model, dtype):
+    jax_out, numba_out = run_both(frames, policy, fill_model, dtype, seed=len(policy))
+    assert_agree(jax_out, numba_out, dtype, f"{policy} {fill_model}")
 
 
 @pytest.mark.parametrize("policy", ["grid", "avellaneda_stoikov"])
@@ -184,3 +181,57 @@ def test_time_chunks_carry_the_state_bit_for_bit(frames, backend):
                               return_state=True)
     for key in whole:
         np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(part[key]), err_msg=key)
+
+
+@pytest.mark.parametrize("policy", ["grid", "fair_value"])
+def test_pallas_kernel_equals_scan_in_interpret_mode(frames, policy):
+    """The GPU kernel (rows looped inside one launch) run by Pallas's interpreter on the CPU."""
+    from mmsweep.kernels.pallas_backend import run_lanes_pallas
+
+    params = lanes(policy, 10, seed=8)
+    config = config_for(frames, policy, dtype=jnp.float32, **invariant_flags(policy, params))
+    rows = {k: v[:400] for k, v in rebase_frames(frames, config.market.base_tick, jnp.float32).items()}
+    want = run_lanes(params, rows, config)
+    got = run_lanes_pallas(params, rows, config, block=8, interpret=True)
+    assert float(np.asarray(want["NumberOfTrades"]).sum()) > 20
+    for key in want:
+        np.testing.assert_array_equal(np.asarray(want[key]), np.asarray(got[key]), err_msg=key)
+
+
+def test_lane_step_uses_only_primitives_the_gpu_lowering_knows():
+    """Pallas's Triton lowering has no rule for some primitives (rounding, slicing an array
+    value): the lane step of every policy must not need them, or the GPU kernel would fail to
+    compile on the first GPU it meets."""
+    from jax._src.pallas.triton.lowering import triton_lowering_rules
+
+    from mmsweep.kernels.pallas_backend import _FeatureRow
+    from mmsweep.kernels.scan import make_scan_step
+
+    known = {p.name for p in triton_lowering_rules}
+    names = ("realized_vol_60s", "imbalance_5", "vamp_bps_5", "spot.rolling_return_120s", "spot.vamp_bps_5",
+             "spot.mid")
+
+    def primitives(jaxpr, out):
+        for eqn in jaxpr.eqns:
+            out.add(eqn.primitive.name)
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        primitives(inner, out)
+        return out
+
+    for policy in STATIC:
+        for shortcuts in (True, False):
+            config = KernelConfig(bind(policy, STATIC[policy]), Market(0.1, 0.001, 600_000, names, 0.1, LEVELS),
+                                  "touch", -5e-5, 1.0, 2, MetricsConfig(10, 1e5), jnp.float32,
+                                  constant_size=shortcuts, constant_step=shortcuts)
+            init, body, _lane = make_scan_step(config)
+            row = {c: jnp.int32(0) for c in ("index", "bid", "ask", "bid_ack", "ask_ack", "lag_a", "lag_b",
+                                             "entry_rejected", "buy_fill_a", "buy_fill_b", "sell_fill_a",
+                                             "sell_fill_b", "sell_trade_low_a", "sell_trade_low_b",
+                                             "buy_trade_high_a", "buy_trade_high_b")}
+            row["features"] = _FeatureRow(jnp.float32(0) for _ in names)
+            params = {k: jnp.float32(1) for k in lanes(policy, 1)}
+            jaxpr = jax.make_jaxpr(lambda p, s, r: body(p, s, r)[0])(params, init(), row)
+            assert primitives(jaxpr.jaxpr, set()) <= known, (policy, primitives(jaxpr.jaxpr, set()) - known)

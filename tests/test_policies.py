@@ -402,3 +402,13 @@ def test_registry_errors_are_specific():
                            0.0, MARKET._replace(feature_names=()), np)
     assert resolve_params("grid", dict(half_spread=1.0, order_qty=1.0))["grid_interval"] == 1.0
     assert required_features("fair_value") == ("spot.rolling_return_300s",)
+
+
+def test_round_half_even_is_numpys_rounding():
+    from mmsweep.kernels.policies._common import round_half_even
+
+    x = np.concatenate([np.arange(-6, 6, 0.25), np.random.default_rng(9).normal(0, 1e4, 1000),
+                        [np.inf, -np.inf, np.nan, 0.49999999999999994, 2.5, -2.5, 1e15 + 0.5]])
+    np.testing.assert_array_equal(round_half_even(x, np), np.round(x))
+    x32 = x.astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(round_half_even(jnp.asarray(x32), jnp)), np.round(x32))

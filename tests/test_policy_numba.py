@@ -221,7 +221,8 @@ def test_memoised_and_source_kept():
     assert a is b
     g = compile_policy("grid", None, BARE, names)
     assert "def policy_grid(params, bid, ask, features, position):" in g.source
-    assert "np.rint(" in g.source  # jnp.round is half-to-even
+    # no library call left per lane: no fmod (grid_origin), no rounding instruction (floor only)
+    assert "np.fmod(" not in g.source and "np.rint(" not in g.source and "np.floor(" in g.source
     with pytest.raises(KeyError, match="missing required parameter"):
         compile_policy("grid", None, BARE, ("half_spread",))
     with pytest.raises(KeyError, match="unknown parameter"):

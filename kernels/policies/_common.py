@@ -151,10 +151,20 @@ def ask_tick(x, xp):
     return xp.ceil(x - TICK_EPS)
 
 
+def round_half_even(x, xp):
+    """``x`` rounded to the nearest whole number, ties to even (numpy's and Python's rule),
+    from ``floor`` alone: some backends (the GPU kernel's Triton lowering) have no rounding
+    instruction, and the result must be the same everywhere.  NaN and inf pass through."""
+    low = xp.floor(x)
+    frac = x - low  # exact
+    odd = (low - 2.0 * xp.floor(low * 0.5)) != 0
+    return low + xp.where(frac > 0.5, 1.0, xp.where((frac == 0.5) & odd, 1.0, 0.0))
+
+
 def step_ticks(x, xp):
     """A grid step (ticks, maybe fractional) as whole ticks >= 1 (like hftbacktest's
     ``max(round(interval / tick), 1)``)."""
-    return xp.maximum(xp.round(x), 1.0)
+    return xp.maximum(round_half_even(x, xp), 1.0)
 
 
 def exact_mod(x, step, xp):
