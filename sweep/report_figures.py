@@ -22,6 +22,7 @@ TEST = "#ff7f0e"
 BUY = "#2ca02c"
 SELL = "#d62728"
 ALL = "#333333"
+POSITION_BUCKETS = 400  # inventory points across a lane figure when the series is longer
 COMPONENTS = (("spread_capture", "spread capture", "#2ca02c"), ("rebates_fees", "rebates (+) / fees (-)", "#9467bd"),
               ("inventory", "inventory mark-to-market", "#8c564b"))
 
@@ -46,27 +47,34 @@ def _compact(v: float) -> str:
 
 
 def envelope(x: np.ndarray, y: np.ndarray, buckets: int = 1500):
-    """``(xb, lo, hi, last)``: ``y`` reduced to ``buckets`` consecutive buckets (min, max, last
-    value of each); the input itself (lo = hi = last = y) when it is short enough."""
+    """``(xb, lo, hi, last, mean)``: ``y`` reduced to ``buckets`` consecutive buckets (min, max,
+    last and mean of each); the input itself when it is short enough."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(y) <= 2 * buckets:
-        return x, y, y, y
+        return x, y, y, y, y
     edges = np.linspace(0, len(y), buckets + 1).astype(np.int64)
     starts = edges[:-1]
     lo = np.minimum.reduceat(y, starts)
     hi = np.maximum.reduceat(y, starts)
+    mean = np.add.reduceat(y, starts) / np.diff(edges)
     last = y[edges[1:] - 1]
-    return x[edges[1:] - 1], lo, hi, last
+    return x[edges[1:] - 1], lo, hi, last, mean
 
 
-def _band(ax, x, y, color, label, ls="-", lw=1.2, step=False, alpha=0.25):
-    xb, lo, hi, last = envelope(x, y)
-    if len(xb) < len(x):
+def _band(ax, x, y, color, label, ls="-", lw=1.2, step=False, alpha=0.25, buckets: int = 1500,
+          center: str = "last"):
+    """``y`` against ``x``; a long series as its min-max band per bucket plus the bucket's last
+    value (``center="last"``) or mean (``"mean"``: readable for a position that flips every row)."""
+    xb, lo, hi, last, mean = envelope(x, y, buckets)
+    reduced = len(xb) < len(x)
+    line = mean if reduced and center == "mean" else last
+    if reduced:
         ax.fill_between(xb, lo, hi, color=color, alpha=alpha, lw=0, step="post" if step else None)
-    if step:
-        ax.step(xb, last, where="post", color=color, lw=lw, ls=ls, label=label)
+    if step and not reduced:
+        ax.step(xb, line, where="post", color=color, lw=lw, ls=ls, label=label)
     else:
-        ax.plot(xb, last, color=color, lw=lw, ls=ls, label=label)
+        ax.plot(xb, line, color=color, lw=lw, ls=ls, label=label)
+    return reduced
 
 
 def _tick_labels(labels: np.ndarray, max_shown: int = 12) -> tuple[np.ndarray, list[str]]:
@@ -159,7 +167,7 @@ def sensitivity(path: str | os.PathLike, panels: Sequence[dict], *, metric_label
             ax.set_xscale("log")
         ax.axhline(0.0, color="black", lw=0.6, alpha=0.6)
         ax.grid(True, alpha=0.3)
-        ax.set_xlabel(panel["name"] + (" (bins, by median)" if panel.get("binned") else ""))
+        ax.set_xlabel(panel.get("axis_label", panel["name"]) + (" (bins, by median)" if panel.get("binned") else ""))
         if k % cols == 0:
             ax.set_ylabel(metric_label)
         ax.set_title(f"{panel['name']}\n{100 * panel['importance']:.0f} % of the train rank variance", fontsize=9)
@@ -183,6 +191,12 @@ def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, q
     fig = _figure(13.0, 8.6)
     ax_mid, ax_eq, ax_pos = fig.subplots(3, 1, sharex=True, height_ratios=(1.0, 1.5, 1.2))
     handles = {}
+    total_rows = sum(len(p["minutes"]) for p in parts)
+    # A position that changes more often than the figure has points to show it is drawn as
+    # bucket means and ranges; a quieter one as its exact steps.
+    changes = sum(int(np.count_nonzero(np.diff(np.asarray(p["fast_position"], np.float64)))) for p in parts)
+    reduce_position = changes > 2 * POSITION_BUCKETS
+    busy = False
     for k, part in enumerate(parts):
         x = np.asarray(part["minutes"], np.float64)
         if k:
@@ -195,24 +209,31 @@ def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, q
         ax_mid.text(x[0], 1.0, f" {part['name']}", transform=ax_mid.get_xaxis_transform(), va="bottom", ha="left",
                     fontsize=9, fontweight="bold")
         _band(ax_eq, x, part["fast_equity"], FAST, "fast kernel", lw=1.3)
-        _band(ax_pos, x, part["fast_position"], FAST, "fast kernel", lw=1.1, step=True)
+        # Inventory: ~400 buckets over the whole span, each drawn as its min-max band and mean.
+        buckets = max(50, int(POSITION_BUCKETS * len(x) / total_rows)) if reduce_position else len(x)
+        busy |= _band(ax_pos, x, part["fast_position"], FAST, "fast kernel", lw=1.2, step=True, buckets=buckets,
+                      center="mean", alpha=0.2)
         if part.get("exact_equity") is not None:
             _band(ax_eq, x, part["exact_equity"], EXACT, "exact engine", ls="--", lw=1.1)
-            _band(ax_pos, x, part["exact_position"], EXACT, "exact engine", ls="--", lw=0.9, step=True, alpha=0.18)
+            _band(ax_pos, x, part["exact_position"], EXACT, "exact engine", ls="--", lw=1.0, step=True,
+                  buckets=buckets, center="mean", alpha=0.12)
         for line in ax_eq.get_lines():
             handles.setdefault(line.get_label(), line)
     ax_mid.set_ylabel(f"mid ({quote})")
     ax_mid.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax_eq.set_ylabel(f"equity ({quote}, after fees,\nmarked to mid; each part from 0)")
-    ax_pos.set_ylabel(f"inventory ({qty_unit}, signed)")
+    ax_pos.set_ylabel(f"inventory ({qty_unit}, signed)" + ("\nmean and range per bucket" if busy else ""))
     ax_pos.set_xlabel("minutes from the first decision")
     for ax in (ax_mid, ax_eq, ax_pos):
         ax.grid(True, alpha=0.3)
     for ax in (ax_eq, ax_pos):
         ax.axhline(0.0, color="black", lw=0.6, alpha=0.5)
     labels = [h for h in handles if not h.startswith("_")]
-    reduced = any(len(envelope(p["minutes"], p["fast_equity"])[0]) < len(p["minutes"]) for p in parts)
-    extra = "; shaded bands: min-max of the rows behind each point" if reduced else ""
+    reduced = busy or any(len(envelope(p["minutes"], p["fast_equity"])[0]) < len(p["minutes"]) for p in parts)
+    span = total_rows / POSITION_BUCKETS * float(np.median(np.diff(parts[0]["minutes"]))) * 60 if busy else 0
+    extra = "; shaded: min-max of the rows behind each point" if reduced else ""
+    if busy:
+        extra += f" (inventory: buckets of {span:.0f} s, line = their mean)"
     fig.legend([handles[h] for h in labels], labels, loc="outside upper right", ncol=len(labels), fontsize=9,
                frameon=False)
     fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")

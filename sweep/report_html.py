@@ -217,6 +217,17 @@ def lane_figures(out_dir: Path, details, exp, results, *, quote: str, qty_unit: 
     return out
 
 
+def _axis_label(exp, name: str) -> str:
+    """``name (unit)`` from the policy's parameter declaration; the unit is cut at its first
+    alternative ("ticks | bps of mid if relative=1" reads "ticks" when the experiment uses ticks)."""
+    spec = exp.policy.params.get(name)
+    unit = str(getattr(spec, "unit", "") or "")
+    if "|" in unit:
+        ticks, _, rel = unit.partition("|")
+        unit = rel.strip().replace(" if relative=1", "") if exp.strategy.params.get("relative") else ticks.strip()
+    return f"{name} ({unit})" if unit else name
+
+
 def _landscape_figures(out_dir: Path, exp, results, top: np.ndarray, metric_label: str) -> dict[str, Any]:
     from . import landscape as ls
     from . import report_figures as rf
@@ -227,6 +238,7 @@ def _landscape_figures(out_dir: Path, exp, results, top: np.ndarray, metric_labe
     has_test = f"test_{metric}" in results.columns
     test_raw = np.asarray(results[f"test_{metric}"].to_numpy(), np.float64) if has_test else None
     logs = ls.log_axes(exp.sweep)
+    label = {name: _axis_label(exp, name) for name in exp.sweep.names}
     axes = [ls.make_axis(name, results[name].to_numpy(), log=name in logs) for name in exp.sweep.names]
     ranked = ls.rank_axes(axes, y_train)
     out: dict[str, Any] = {"axes": ls.summary(ranked), "files": {}}
@@ -254,7 +266,8 @@ def _landscape_figures(out_dir: Path, exp, results, top: np.ndarray, metric_labe
                 + (f"; {free} free" if free else "") + ". Grey: no feasible lane, or the metric is undefined (no "
                 "fills). Gold outline: the chosen lane; black: the next top lanes in this slice (numbers: their "
                 "place in the top list)")
-        path = rf.heatmaps(out_dir / "heatmap.png", x_name=ax_x.name, y_name=ax_y.name, x_labels=ax_x.labels,
+        path = rf.heatmaps(out_dir / "heatmap.png", x_name=label[ax_x.name], y_name=label[ax_y.name],
+                           x_labels=ax_x.labels,
                            y_labels=ax_y.labels, panels=panels, metric_label=metric_label,
                            x_binned=ax_x.binned, y_binned=ax_y.binned,
                            title=f"{exp.name}: {metric} over {ax_x.name} x {ax_y.name} (the two axes that "
@@ -263,7 +276,8 @@ def _landscape_figures(out_dir: Path, exp, results, top: np.ndarray, metric_labe
     panels = []
     for a, imp in ranked:
         prof = ls.profile(a, y_train)
-        panel = {"name": a.name, "labels": a.labels, "log": a.log, "binned": a.binned, "importance": imp,
+        panel = {"name": a.name, "axis_label": label[a.name], "labels": a.labels, "log": a.log, "binned": a.binned,
+                 "importance": imp,
                  "train_best": sign * prof["best"], "train_median": sign * prof["median"]}
         if has_test:
             y_test = np.where(np.isfinite(y_train), test_raw, np.nan)
