@@ -19,39 +19,41 @@ from .policy_numba import compile_decision
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_side(tick, lots, live, threshold, side):
-    """Fill the live orders at or through ``threshold``; returns (lots, lots x tick, count)."""
+def _fill_side(tick, lots, live, s, threshold, side):
+    """Fill side ``s``'s live orders at or through ``threshold``; returns (lots, lots x tick,
+    count).  Arrays are indexed ``[side, level]`` (no views: each costs reference counting)."""
     qty = 0.0
     lots_ticks = 0.0
     count = 0
-    for j in range(tick.shape[0]):
-        if live[j] and ((side > 0 and tick[j] >= threshold) or (side < 0 and tick[j] <= threshold)):
-            live[j] = False
-            qty += lots[j]
-            lots_ticks += lots[j] * tick[j]
+    for j in range(tick.shape[1]):
+        if live[s, j] and ((side > 0 and tick[s, j] >= threshold) or (side < 0 and tick[s, j] <= threshold)):
+            live[s, j] = False
+            qty += lots[s, j]
+            lots_ticks += lots[s, j] * tick[s, j]
             count += 1
     return qty, lots_ticks, count
 
 
 @numba.njit(cache=True, nogil=True)
-def _arrive_side(tick, lots, live, new_tick, new_lots, new_live, top, step, levels, size, seen, opposite, side,
-                 rejected_entry):
-    """A decision's grid reaching one side of the book; returns the rejections."""
+def _arrive_side(tick, lots, live, s, new_tick, new_lots, new_live, top, step, levels, size, seen, d, opposite,
+                 side, rejected_entry):
+    """A decision's grid reaching side ``s`` of the book; returns the rejections."""
     rejections = 0
-    for i in range(tick.shape[0]):
+    n = tick.shape[1]
+    for i in range(n):
         new_live[i] = False
         t = top - side * i * step
         new_tick[i] = t
         if i >= levels:
             continue
         held = -1
-        for j in range(tick.shape[0]):
-            if live[j] and tick[j] == t:
+        for j in range(n):
+            if live[s, j] and tick[s, j] == t:
                 held = j
         if held >= 0:
             new_live[i] = True
-            new_lots[i] = lots[held]
-        elif seen[i]:
+            new_lots[i] = lots[s, held]
+        elif seen[d, s, i]:
             pass  # the bot believed it had this level: it sends nothing
         elif rejected_entry or (side > 0 and t >= opposite) or (side < 0 and t <= opposite):
             rejections += 1
@@ -59,9 +61,10 @@ def _arrive_side(tick, lots, live, new_tick, new_lots, new_live, top, step, leve
             new_live[i] = True
             new_lots[i] = size
     if not rejected_entry:  # a rejected decision's messages never arrive: the old orders stay
-        tick[:] = new_tick
-        lots[:] = new_lots
-        live[:] = new_live
+        for i in range(n):
+            tick[s, i] = new_tick[i]
+            lots[s, i] = new_lots[i]
+            live[s, i] = new_live[i]
     return rejections
 
 
@@ -86,11 +89,14 @@ def _lane(decide, params, bid, ask, bid_ack, ask_ack, lag_a, lag_b, rejected, bu
     fills = 0
     rejections = 0
     record = pos_out.shape[0] > 0
+    feature_row = np.zeros(features.shape[1])
     for r in range(n_rows):
         if record:
             pos_out[r] = position
             cash_out[r] = cash
-        q = decide(params, np.float64(bid[r]), np.float64(ask[r]), features[r], position)
+        for k in range(features.shape[1]):
+            feature_row[k] = features[r, k]
+        q = decide(params, np.float64(bid[r]), np.float64(ask[r]), feature_row, position)
         slot = r % ring
         for k in range(7):
             dec[slot, k] = q[k]
@@ -108,12 +114,12 @@ def _lane(decide, params, bid, ask, bid_ack, ask_ack, lag_a, lag_b, rejected, bu
                 d = (r - lag_b[r]) % ring
                 for s in range(2):
                     side = 1 if s == 0 else -1
-                    rejections += _arrive_side(ticks[s], lots[s], live[s], new_tick, new_lots, new_live,
+                    rejections += _arrive_side(ticks, lots, live, s, new_tick, new_lots, new_live,
                                                np.int64(dec[d, s]), np.int64(dec[d, 2]), np.int64(dec[d, 3 + s]),
-                                               dec[d, 5 + s], seen[d, s], ask_ack[r] if s == 0 else bid_ack[r],
+                                               dec[d, 5 + s], seen, d, ask_ack[r] if s == 0 else bid_ack[r],
                                                side, dec[d, 7] != 0)
-            b_qty, b_ticks, b_n = _fill_side(ticks[0], lots[0], live[0], buy_a[r] if window == 0 else buy_b[r], 1)
-            a_qty, a_ticks, a_n = _fill_side(ticks[1], lots[1], live[1], sell_a[r] if window == 0 else sell_b[r], -1)
+            b_qty, b_ticks, b_n = _fill_side(ticks, lots, live, 0, buy_a[r] if window == 0 else buy_b[r], 1)
+            a_qty, a_ticks, a_n = _fill_side(ticks, lots, live, 1, sell_a[r] if window == 0 else sell_b[r], -1)
             position += b_qty - a_qty
             cash += a_ticks - b_ticks
             fills += b_n + a_n
