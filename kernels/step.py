@@ -24,11 +24,18 @@ The step at row ``r`` (DESIGN §3; the exact engine reproduces it in its degener
 5. ``fill`` window b.
 
 Accounting is in lots and relative ticks so float32 lanes stay exact: position and order sizes
-are whole lots, ``cash_ticks = -sum(side * lots * tick_rel)``, and the equity is ``tick_size *
-lot_size * contract_multiplier * (cash_ticks + position * mid_rel) - fees`` in quote currency
+are whole lots, ``cash = -sum(side * lots * tick_rel)``, and the equity is ``tick_size *
+lot_size * contract_multiplier * (cash + position * mid_rel) - fees`` in quote currency
 (the base price cancels because ``sum(side * lots) = position``).  Fees are ``maker_fee *
 notional`` (positive = cost, negative = rebate), ``notional = lots * lot_size * price *
-contract_multiplier``.  The position can exceed the cap by at most one step's fills: the old
+contract_multiplier``.
+
+Inverse (coin-margined) contracts are accounted in the coin, as hftbacktest's InverseAsset and
+the exact engine do: a fill of ``q = lots * lot_size`` contracts at ``p`` is worth
+``contract_size * q / p`` coins, and the equity is ``contract_size * sum(side * q * (1/p_fill -
+1/mid)) - fees``.  Kept relative to the base price ``p0`` so that float32 keeps its digits:
+``cash = -sum(side * lots * (1/p0 - 1/p))`` and ``equity = contract_size * lot_size * (cash +
+position * (1/p0 - 1/mid)) - fees``; fees are ``maker_fee`` times the coin notional.  The position can exceed the cap by at most one step's fills: the old
 grid filled in window a plus the new one in window b (more with latencies above the interval).
 """
 from __future__ import annotations
@@ -58,7 +65,9 @@ class KernelConfig(NamedTuple):
         market: static instrument facts; ``market.max_levels`` bounds the levels per side.
         fill_model: a name in :data:`mmsweep.kernels.fills.FILL_MODELS`.
         maker_fee: fee rate of passive fills (fraction of notional; -0.00005 = 0.5 bp rebate).
-        contract_multiplier: quote currency per (qty x price).
+        contract_multiplier: linear: quote currency per (qty x price); inverse: the contract size
+            (quote currency per contract, e.g. 10 USD for ETHUSD_PERP).
+        inverse: coin-margined (inverse) contract: every money figure is in the coin.
         ring: how many past decisions to keep (frames' max lag + 1).
         metrics: resampling, book size and annualisation of the metrics (hftbacktest's definitions,
             see :mod:`mmsweep.kernels.metrics`); its ``phase_rows`` aligns windows to the epoch.
@@ -82,6 +91,7 @@ class KernelConfig(NamedTuple):
     unroll: int = 1
     constant_size: bool = False
     constant_step: bool = False
+    inverse: bool = False
 
 
 class SideBook(NamedTuple):
@@ -100,9 +110,9 @@ class LaneState(NamedTuple):
     """A lane's carry.  Money in quote currency, position and sizes in lots, ticks relative."""
 
     position: Any  # lots (whole numbers, exact in float32 up to 2**24), signed
-    cash_ticks: Any  # lots x relative ticks
-    fees: Any  # quote currency
-    traded_value: Any  # quote currency
+    cash: Any  # linear: -sum(side lots tick_rel); inverse: -sum(side lots (1/base price - 1/price))
+    fees: Any  # quote currency (the coin for inverse contracts)
+    traded_value: Any  # quote currency (the coin for inverse contracts)
     trades: Any  # fills, count
     rejections: Any  # post-only (and latency-model) rejections, count
     max_abs_position: Any  # lots, after every fill
@@ -172,7 +182,7 @@ def make_lane(config: KernelConfig) -> Lane:
                         order_state=tuple(tuple(zero() for _ in model.order_state) for _ in range(L)))
 
     def init() -> LaneState:
-        return LaneState(position=zero(), cash_ticks=zero(), fees=zero(), traded_value=zero(), trades=zero(),
+        return LaneState(position=zero(), cash=zero(), fees=zero(), traded_value=zero(), trades=zero(),
                          rejections=zero(), max_abs_position=zero(), step=jnp.int32(1), bids=empty_side(),
                          asks=empty_side(), metrics=metrics_init(dtype))
 
@@ -182,8 +192,13 @@ def make_lane(config: KernelConfig) -> Lane:
 
     def observe(state: LaneState, row) -> Observed:
         mid_rel = (row["bid"] + row["ask"]).astype(dtype) * 0.5
-        equity = tick_value * (state.cash_ticks + state.position * mid_rel) - state.fees
         mid_price = mid_rel * market.tick_size + base_price
+        if config.inverse:  # 1/p0 - 1/mid = (mid - p0) / (mid p0)
+            coin_per_lot = config.contract_multiplier * lot
+            equity = coin_per_lot * (state.cash + state.position * (mid_rel * market.tick_size) / (mid_price * base_price)) \
+                - state.fees
+        else:
+            equity = tick_value * (state.cash + state.position * mid_rel) - state.fees
         position = state.position * lot
         return Observed(equity, jnp.abs(position) * mid_price, position, mid_price)
 
@@ -222,11 +237,12 @@ def make_lane(config: KernelConfig) -> Lane:
         return mask & book.mask, tuple(st for _f, st in outcome)
 
     def side_fills(book: SideBook, step, window, side: int):
-        """Fill one side in one window: (new book, lots bought or sold, sum of lots x tick,
-        sum of lots x price, fill count)."""
+        """Fill one side in one window: (new book, lots bought or sold, cash per side unit (lots x
+        tick; inverse: lots x (1/p0 - 1/p)), notional per contract unit (lots x price; inverse:
+        lots / price), fill count)."""
         filled, order_state = filled_levels(book, step, window, side)
         count = om.popcount(filled)
-        if config.constant_size:
+        if config.constant_size and not config.inverse:
             # every order of the side has the same size: sums from two popcounts
             tick_sum = count * book.top - (side * step) * om.level_index_sum(filled, L)
             lots = book.lots[0]
@@ -236,11 +252,16 @@ def make_lane(config: KernelConfig) -> Lane:
         else:
             qty_l, ticks_l, notional_l = [], [], []
             for j in range(L):
-                q = jnp.where(om.level_bit(filled, j), book.lots[j], 0)
+                q = jnp.where(om.level_bit(filled, j), book.lots[0 if config.constant_size else j], 0)
                 tick = om.level_tick(book.top, step, j, side).astype(dtype)
+                price = tick * market.tick_size + base_price
                 qty_l.append(q)
-                ticks_l.append(q * tick)
-                notional_l.append(q * (tick * market.tick_size + base_price))
+                if config.inverse:  # lots x (1/p0 - 1/p), and lots / p (coin notional per contract size)
+                    ticks_l.append(q * (tick * market.tick_size) / (price * base_price))
+                    notional_l.append(q / price)
+                else:
+                    ticks_l.append(q * tick)
+                    notional_l.append(q * price)
             qty, lots_ticks, notional = level_sum(qty_l), level_sum(ticks_l), level_sum(notional_l)
         new = book._replace(mask=book.mask & ~filled, order_state=order_state)
         return new, qty, lots_ticks, notional, count.astype(dtype)
@@ -251,7 +272,7 @@ def make_lane(config: KernelConfig) -> Lane:
         notional = (bid_notional + ask_notional) * (config.contract_multiplier * lot)
         position = state.position + bought - sold
         return state._replace(
-            bids=bids, asks=asks, position=position, cash_ticks=state.cash_ticks - bid_ticks + ask_ticks,
+            bids=bids, asks=asks, position=position, cash=state.cash - bid_ticks + ask_ticks,
             fees=state.fees + config.maker_fee * notional, traded_value=state.traded_value + notional,
             trades=state.trades + bid_count + ask_count,
             max_abs_position=jnp.maximum(state.max_abs_position, jnp.abs(position)))

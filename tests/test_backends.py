@@ -89,9 +89,11 @@ def assert_agree(a: dict, b: dict, dtype, what: str) -> None:
             np.testing.assert_allclose(x[ok], y[ok], rtol=0, atol=2e-6 * value.max() + 1e-6, err_msg=f"{what}: {key}")
 
 
-def run_both(frames, policy, fill_model="cross", dtype=jnp.float64, n=24, seed=0):
+def run_both(frames, policy, fill_model="cross", dtype=jnp.float64, n=24, seed=0, inverse=False):
     params = lanes(policy, n, seed)
     config = config_for(frames, policy, fill_model, dtype, **invariant_flags(policy, params))
+    if inverse:
+        config = config._replace(inverse=True, contract_multiplier=10.0)
     with enable_x64(dtype == jnp.float64):
         rows = rebase_frames(frames, config.market.base_tick, dtype)
         jax_out = {k: np.asarray(v) for k, v in run_lanes(params, rows, config).items()}
@@ -112,6 +114,11 @@ CASES = [("grid", "cross", jnp.float64), ("grid", "touch", jnp.float32), ("fair_
 def test_numba_equals_jax(frames, policy, fill_model, dtype):
     jax_out, numba_out = run_both(frames, policy, fill_model, dtype, seed=len(policy))
     assert_agree(jax_out, numba_out, dtype, f"{policy} {fill_model}")
+
+
+def test_numba_equals_jax_for_an_inverse_contract(frames):
+    jax_out, numba_out = run_both(frames, "grid", "cross", jnp.float64, seed=11, inverse=True)
+    assert_agree(jax_out, numba_out, jnp.float64, "grid inverse")
 
 
 @pytest.mark.parametrize("policy", ["grid", "avellaneda_stoikov"])
