@@ -61,7 +61,9 @@ def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
 
     * tops and step are rounded to whole ticks, the step to at least 1;
     * levels are clipped to ``0..market.max_levels``;
-    * sizes are rounded down to whole lots; a side whose size rounds to 0 lots is not quoted;
+    * sizes are rounded down to whole lots and capped at the position limit (so no single order
+      can take the position past it from flat, and a shaped size cannot grow without bound);
+      a side whose size rounds to 0 lots is not quoted;
     * no bids while ``position >= quote.max_position`` and no asks while ``position <=
       -quote.max_position`` (compared in lots, ``CAP_EPS_LOTS`` below the cap counts as at it).
     """
@@ -70,8 +72,11 @@ def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
     max_levels = float(market.max_levels)
     cap = quote.max_position / lot - CAP_EPS_LOTS
     bid_size, ask_size = quote.sizes()
-    bid_lots = xp.floor(bid_size / lot + LOT_ROUND_EPS).astype(dtype)
-    ask_lots = xp.floor(ask_size / lot + LOT_ROUND_EPS).astype(dtype)
+    # No single order is larger than the position limit: shaped sizes (exp(eta q)) would
+    # otherwise grow with every overshoot (inf when there is no limit)
+    max_lots = xp.floor(quote.max_position / lot + CAP_EPS_LOTS)
+    bid_lots = xp.minimum(xp.floor(bid_size / lot + LOT_ROUND_EPS), max_lots).astype(dtype)
+    ask_lots = xp.minimum(xp.floor(ask_size / lot + LOT_ROUND_EPS), max_lots).astype(dtype)
     bid_levels = xp.where((position_lots >= cap) | (bid_lots <= 0), 0.0, xp.clip(quote.bid_levels, 0.0, max_levels))
     ask_levels = xp.where((position_lots <= -cap) | (ask_lots <= 0), 0.0, xp.clip(quote.ask_levels, 0.0, max_levels))
     return Decision(

@@ -231,6 +231,9 @@ def _strategy(hbt, decision_ts, first_ts, tick_size, lot_size, half_spread, skew
     step = max(float(np.round(grid_interval)), 1.0)
     levels = int(min(max(math.floor(n_levels + 1e-6), 0.0), float(max_levels)))
     size = math.floor(max(order_qty, 0.0) / lot_size * (1.0 + 1e-6)) * lot_size
+    # as kernels.orders.to_decision: no order larger than the position limit
+    if math.isfinite(max_position):
+        size = min(size, math.floor(max_position / lot_size + 1e-3) * lot_size)
     cap_lots = max_position / lot_size - 1e-3
     want_bid = np.empty(max(levels, 1), np.int64)
     want_ask = np.empty(max(levels, 1), np.int64)
