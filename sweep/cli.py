@@ -297,12 +297,25 @@ def _print_findings(run_dir: Path, results, exp) -> None:
               help="Which part of the data to replay.")
 @click.option("--processes", type=int, default=None,
               help="Exact-engine worker processes, 0 = one per CPU (default: verify.processes).")
-def verify_cmd(run_dir, top_k, sample, seed, part, processes) -> None:
-    """Replay RUN_DIR's top lanes and a random sample on the exact engine; report the agreement."""
+@click.option("--frontier", type=int, default=None,
+              help="Replay the fast top K x FRONTIER lanes, so that the exact top K can be found among them "
+                   "(default: verify.frontier, 4).")
+@click.option("--fill-models", "fill_models", default=None, metavar="NAMES",
+              help="Also sweep every lane under these fill models (e.g. cross,touch) and compare each with the "
+                   "same exact replay.")
+@click.option("--exhaustive", is_flag=True, help="Replay every lane of the sweep (refused above --max-exact-minutes).")
+@click.option("--max-exact-minutes", type=_POSITIVE, default=None,
+              help="Refuse an exhaustive replay estimated to take longer (default 30).")
+def verify_cmd(run_dir, top_k, sample, seed, part, processes, frontier, fill_models, exhaustive,
+               max_exact_minutes) -> None:
+    """Replay RUN_DIR's fast frontier and a random sample (or every lane) on the exact engine;
+    report the agreement."""
     from .verify import verify_run
 
     summary = verify_run(run_dir, top_k=top_k, sample=sample, seed=seed, part=part, processes=processes,
-                         log=lambda m: click.echo(m, err=True), report=lambda m: click.echo("\n" + m))
+                         log=lambda m: click.echo(m, err=True), report=lambda m: click.echo("\n" + m),
+                         frontier=frontier, fill_models=fill_models, exhaustive=exhaustive,
+                         max_exact_minutes=max_exact_minutes)
     click.echo("\nwritten:")
     for path in summary["files"].values():
         click.echo(f"  {path}")

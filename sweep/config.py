@@ -55,7 +55,8 @@ Schema (defaults shown; "required" keys have none)::
        partial_fills: false,      # partial-fill exchange
        response_ms: null,         # response latency; null = the entry latency (or the latency file's)
        cross_per_message: true,   # judge best-price crosses after whole messages (false: every row)
-       lockstep: 8, processes: 0} # candidates per pass over the events; worker processes (0: one per CPU)
+       lockstep: 8, processes: 0, # candidates per pass over the events; worker processes (0: one per CPU)
+       frontier: 4}               # replay the fast top top_k x frontier lanes (+ the sample)
     metrics: {resample_s: 1.0, book_size: 100000, trading_days_per_year: 252}
                                   # equity resample period (s, a multiple of the interval); book
                                   # size (quote currency) for Return/MaxDrawdown; SR annualisation
@@ -381,6 +382,7 @@ class Verify:
     cross_per_message: bool = True
     lockstep: int = 8
     processes: int = 0  # 0 = one per CPU
+    frontier: int = 4  # replay the fast top K x frontier (so the exact top K among them can be found)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1317,7 +1319,8 @@ def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
     from ..replay.queue import QUEUE_MODELS
 
     sec = _Section(ctx, raw, "verify", ("top_k", "sample", "seed", "queue", "queue_n", "partial_fills", "response_ms",
-                                        "cross_per_message", "lockstep", "processes"), "exact-engine verification")
+                                        "cross_per_message", "lockstep", "processes", "frontier"),
+                   "exact-engine verification")
     response = sec.raw("response_ms")
     return Verify(
         top_k=sec.integer("top_k", 20, what="best lanes replayed on the exact engine", low=0),
@@ -1332,6 +1335,7 @@ def _parse_verify(ctx: _Ctx, raw: Any) -> Verify:
         cross_per_message=sec.boolean("cross_per_message", True, what="judge best-price crosses per message"),
         lockstep=sec.integer("lockstep", 8, what="candidates replayed together in one pass", low=1),
         processes=sec.integer("processes", 0, what="worker processes (0 = one per CPU)", low=0),
+        frontier=sec.integer("frontier", 4, what="multiple m of top_k: the fast top K x m lanes are replayed", low=1),
     )
 
 
@@ -1523,7 +1527,8 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         "objective": objective,
         "constraints": dataclasses.asdict(exp.constraints),
         "split": split,
-        "verify": dataclasses.asdict(exp.verify),
+        # frontier only when not the default (older experiments keep their hash)
+        "verify": {k: v for k, v in dataclasses.asdict(exp.verify).items() if not (k == "frontier" and v == 4)},
         "metrics": dataclasses.asdict(exp.metrics),
         # max_levels and provenance written only when set (older experiments keep their hash)
         # max_levels and backend only when set (older experiments keep their hash)

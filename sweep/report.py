@@ -1,8 +1,9 @@
 """Figures of a run folder (PNG, matplotlib's Agg canvas: no display, no global backend change).
 
 ``verify_scatter``: fast kernel vs exact engine, one panel per metric, y = x line, the top-K
-lanes highlighted.  ``verify_curves``: equity and inventory over time of a few lanes, fast and
-exact overlaid.  Both take plain arrays (see :mod:`mmsweep.sweep.verify` for the caller).
+lanes highlighted.  ``verify_fill_models``: the same for several fill models on one plot.
+``verify_curves``: equity and inventory over time of a few lanes, fast and exact overlaid.  All
+take plain arrays (see :mod:`mmsweep.sweep.verify` for the caller).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _FAST = "#1f77b4"  # fast kernel
 _EXACT = "#d62728"  # exact engine
 _TOP = "#ff7f0e"
 _SAMPLE = "#7f7f7f"
+_FRONTIER = "#9467bd"
 
 
 def currency_units(symbol: str) -> tuple[str, str]:
@@ -46,8 +48,9 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.ndarray, title: str) -> Path:
-    """Fast vs exact scatter, one panel per entry of ``panels``.
+def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.ndarray, title: str,
+                   frontier: np.ndarray | None = None) -> Path:
+    """Fast vs exact scatter, one panel per entry of ``panels``; the legend below the axes.
 
     Args:
         path: PNG to write.
@@ -55,19 +58,26 @@ def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.n
             the panel's note), ``label`` (axis text with units), ``title`` (panel title).
         top: [n] bool, the lanes selected as the sweep's top K (highlighted).
         title: figure title.
+        frontier: [n] bool, the rest of the fast frontier (drawn apart from the other lanes).
     """
     top = np.asarray(top, bool)
-    fig = _figure(6.0 * len(panels), 5.6)
+    frontier = np.zeros_like(top) if frontier is None else np.asarray(frontier, bool) & ~top
+    n = len(top)
+    size = 30 if n <= 300 else 12 if n <= 3000 else 6
+    fig = _figure(6.0 * len(panels), 6.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         fast = np.asarray(panel["fast"], np.float64)
         exact = np.asarray(panel["exact"], np.float64)
         ok = np.isfinite(fast) & np.isfinite(exact)
-        for mask, color, marker, label, z in ((ok & ~top, _SAMPLE, "o", "random sample", 2),
-                                              (ok & top, _TOP, "D", "sweep's top K", 3)):
+        other = ok & ~top & ~frontier
+        for mask, color, marker, label, z, s in (
+                (other, _SAMPLE, "o", "other verified lanes" if frontier.any() else "random sample", 2, size),
+                (ok & frontier, _FRONTIER, "s", "rest of the fast frontier", 3, max(size, 14)),
+                (ok & top, _TOP, "D", "sweep's top K", 4, 30)):
             if mask.any():
-                ax.scatter(fast[mask], exact[mask], s=30, c=color, marker=marker, alpha=0.8, edgecolors="black",
-                           linewidths=0.4, label=f"{label} ({int(mask.sum())})", zorder=z)
+                ax.scatter(fast[mask], exact[mask], s=s, c=color, marker=marker, alpha=0.8, edgecolors="black",
+                           linewidths=0.4 if s >= 14 else 0.0, label=f"{label} ({int(mask.sum())})", zorder=z)
         if ok.any():
             lo = float(min(fast[ok].min(), exact[ok].min()))
             hi = float(max(fast[ok].max(), exact[ok].max()))
@@ -86,7 +96,62 @@ def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.n
         ax.set_ylabel(f"exact engine: {panel['label']}")
         ax.set_title(panel["title"], fontsize=11)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+#: one colour and marker per fill model (cross, touch, queue, then any other)
+_MODEL_STYLE = {"cross": ("#1f77b4", "o"), "touch": ("#d62728", "^"), "queue": ("#2ca02c", "s")}
+_MODEL_EXTRA = (("#9467bd", "v"), ("#8c564b", "P"), ("#e377c2", "X"))
+
+
+def verify_fill_models(path: str | os.PathLike, series: Sequence[dict], *, exact: np.ndarray,
+                       exact_pnl: np.ndarray, label: str, pnl_label: str, title: str) -> Path:
+    """Fast vs exact for several fill models on one plot: objective (left) and PnL (right),
+    one colour and marker per model, the y = x line, the legend below the axes (off the data).
+
+    Args:
+        path: PNG to write.
+        series: per fill model, ``name``, ``fast`` and ``fast_pnl`` ([n], the same lanes as
+            ``exact``), ``rho`` and ``rho_pnl`` (Spearman, for the legend).
+        exact, exact_pnl: [n] the exact engine's objective and PnL (one replay for every model).
+        label, pnl_label: axis text with units.
+        title: figure title.
+    """
+    n = len(np.asarray(exact))
+    size = 26 if n <= 300 else 10 if n <= 3000 else 5
+    fig = _figure(12.0, 6.4)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    extra = iter(_MODEL_EXTRA * 4)
+    styles = {s["name"]: _MODEL_STYLE.get(s["name"]) or next(extra) for s in series}
+    for ax, key, rho_key, ex, text in ((axes[0], "fast", "rho", exact, label),
+                                       (axes[1], "fast_pnl", "rho_pnl", exact_pnl, pnl_label)):
+        ex = np.asarray(ex, np.float64)
+        lo, hi = np.inf, -np.inf
+        for z, s in enumerate(series):
+            fast = np.asarray(s[key], np.float64)
+            ok = np.isfinite(fast) & np.isfinite(ex)
+            color, marker = styles[s["name"]]
+            rho = s.get(rho_key)
+            rho_text = f"Spearman {rho:.3f}" if rho is not None and np.isfinite(rho) else "Spearman n/a"
+            ax.scatter(fast[ok], ex[ok], s=size, c=color, marker=marker, alpha=0.55, linewidths=0.0,
+                       label=f"fast {s['name']}: {rho_text} ({int(ok.sum()):,} lanes)", zorder=2 + z)
+            if ok.any():
+                lo = min(lo, float(fast[ok].min()), float(ex[ok].min()))
+                hi = max(hi, float(fast[ok].max()), float(ex[ok].max()))
+        if np.isfinite(lo):
+            pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="black", lw=1, label="y = x", zorder=1)
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel(f"fast kernel: {text}")
+        ax.set_ylabel(f"exact engine: {text}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, fontsize=8, frameon=False,
+                  markerscale=1.5)
+    axes[0].set_title("objective", fontsize=11)
+    axes[1].set_title("PnL", fontsize=11)
     fig.suptitle(title, fontsize=12)
     return _save(fig, path)
 

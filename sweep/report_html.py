@@ -436,8 +436,10 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
             details = analyse_lanes(prep, lanes, exact=exact, processes=processes, log=log)
             figs = lane_figures(work, details, exp, results, quote=quote, qty_unit=qty_unit)
         overfit = _selection_section(work, exp, results, manifest, details, metric_label)
-        if verify is not None and (run_dir / "plots" / "verify_scatter.png").exists():
-            shutil.copy(run_dir / "plots" / "verify_scatter.png", work / "verify_scatter.png")
+        for name in ("verify_scatter.png", "verify_fill_models.png"):
+            several = len((verify or {}).get("fill_models") or {}) > 1  # else a plot of an earlier verify
+            if verify is not None and (run_dir / "plots" / name).exists() and (several or "fill" not in name):
+                shutil.copy(run_dir / "plots" / name, work / name)
         page = _page(exp, results, manifest, verify, findings, lanes, land, overfit, details, figs, units, quote,
                      work, time.perf_counter() - started)
         (work / "index.html").write_text(page, encoding="utf-8")
@@ -575,11 +577,23 @@ def _page(exp, results, manifest, verify, findings, lanes, land, overfit, detail
                    str(a["relative_difference"]["PnL"]["n"])]]
         out.append(_table(["measure", "value", "lanes"], rows_v))
         cfg = verify["engine"]["config"]
-        out.append(f"<p class='note'>{verify['lanes']['verified']} lanes ({verify['lanes']['top']} top + "
-                   f"{verify['lanes']['sample']} random) on the {esc(verify['part'])} part; exact engine queue "
+        vl = verify["lanes"]
+        extra = vl.get("frontier_lanes", vl["top"]) - vl["top"]
+        out.append(f"<p class='note'>{vl['verified']} lanes ({vl['top']} top"
+                   + (f" + {extra} more of the frontier" if extra else "")
+                   + f" + {vl['sample']} random) on the {esc(verify['part'])} part; exact engine queue "
                    f"{esc(str(cfg.get('queue')))}.</p>")
+        from .verify import agreement_tables
+
+        for t in agreement_tables(verify):
+            out.append(f"<h3>{esc(t['title'])}</h3>")
+            out.append(_table([esc(h) for h in t["header"]], [[esc(c) for c in r] for r in t["rows"]]))
+            if t["note"]:
+                out.append(f"<p class='note'>{esc(t['note'])}</p>")
         if (work / "verify_scatter.png").exists():
             out.append(_img("verify_scatter.png", "verify scatter"))
+        if (work / "verify_fill_models.png").exists():
+            out.append(_img("verify_fill_models.png", "fast vs exact per fill model"))
     out.append(f"<p class='sub'>written by mmsweep report in {seconds:.1f} s</p></body></html>")
     return "\n".join(out)
 

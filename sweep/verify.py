@@ -1,36 +1,66 @@
-"""``mmsweep verify``: replay a run's best lanes and a random sample on the exact engine, and
+"""``mmsweep verify``: replay a run's fast frontier and a random sample on the exact engine, and
 measure how far the fast kernel's ranking can be trusted.
 
-Reads ``RUN_DIR/config.json`` and ``results.parquet`` (written by ``mmsweep run``), picks the
-top K feasible lanes by rank plus M random other lanes, replays them on the exact event engine
-(:func:`mmsweep.sweep.exact.replay_lanes`, assumptions from the experiment's ``verify`` section)
-and recomputes them on the fast kernel with per-row records.  Writes, only at the end and each
-atomically (a failure leaves earlier outputs as they were), with the run folder locked::
+Reads ``RUN_DIR/config.json`` and ``results.parquet`` (written by ``mmsweep run``).  Picks the
+*frontier*, the top ``K x m`` feasible lanes by the sweep's rank (``K`` = ``top_k``, ``m`` =
+``frontier``, default 4), plus ``M`` random lanes from outside it; replays them on the exact
+event engine (:func:`replay_and_score`, assumptions from the experiment's ``verify`` section)
+and recomputes them on the fast kernel with per-row records.  Replaying ``m`` times more lanes
+than the ``K`` that matter is what lets the exact engine's own top K be found: a lane the fast
+kernel ranks 43rd can be the exact engine's 5th, and ranking only the fast top K would never
+see it.
 
-    RUN_DIR/verify.parquet          one row per verified lane: lane, parameters, selected
-                                    (top/sample), rank, fast_<M> and exact_<M> for every metric,
-                                    fast_/exact_rank_in_verified, exact_failure (why the exact
-                                    engine could not replay the lane; null if it did)
-    RUN_DIR/verify.json             agreement numbers, engine config and stats, failed lanes, timings
-    RUN_DIR/plots/verify_scatter.png    fast vs exact objective and PnL
-    RUN_DIR/plots/verify_curves.png     equity and inventory of the top lanes, both engines
+``fill_models`` (``--fill-models cross,touch``) also sweeps every lane under the other fill
+models on the fast kernel; the frontier is then the union of every model's top ``K x m``, and
+each model is compared with the same exact replay (the exact engine does not depend on the
+fast side's fill model).  ``exhaustive`` (``--exhaustive``) replays every lane of the sweep,
+in parallel processes, so that the frontier's and the sample's estimates can be checked; it is
+refused, naming the estimated time, when a timed probe replay puts it above
+``max_exact_minutes``.
+
+Writes, only at the end and each atomically (a failure leaves earlier outputs as they were),
+with the run folder locked::
+
+    RUN_DIR/verify.parquet          one row per replayed lane: lane, parameters, selected
+                                    (top / frontier / sample, and rest when exhaustive), rank,
+                                    fast_<M> and exact_<M> for every metric, fast_/
+                                    exact_rank_in_verified, exact_failure (why the exact engine
+                                    could not replay the lane; null if it did); per other fill
+                                    model F: fast_F_<objective>, fast_F_PnL,
+                                    fast_F_NumberOfTrades, fast_F_rank (its sweep rank)
+    RUN_DIR/verify.json             agreement numbers (per fill model too), engine config and
+                                    stats, failed lanes, timings
+    RUN_DIR/plots/verify_scatter.png      fast vs exact objective and PnL
+    RUN_DIR/plots/verify_curves.png       equity and inventory of the top lanes, both engines
+    RUN_DIR/plots/verify_fill_models.png  fast vs exact per fill model (several models only)
 
 for the train part; ``--part test`` writes the same files named ``verify_test*``
 (``verify_test.parquet``, ``plots/verify_test_scatter.png`` ...), so that neither part's
 outputs replace the other's.  A lane the exact engine cannot replay (it would need more order
 slots than the engine allows) is reported failed, its exact metrics NaN, and the others complete.
 
-Agreement (all within the verified lanes):
+Agreement (definitions in :mod:`mmsweep.sweep.agreement`).  Each side ranks its own metrics of
+the part, with the experiment's constraints applied to them (as ``rank`` does on train); these
+ranks are the ``*_rank_in_verified`` columns (null: the side finds the lane infeasible).
 
-* Spearman rank correlation, fast vs exact, of the objective, of PnL and of NumberOfTrades;
-  lanes where either side is NaN are dropped (and counted).
-* top-k overlap: k = min(K, lanes ranked by the fast side); the share of the fast side's k best
-  lanes that are also among the exact side's k best.  Each side ranks its own metrics of the
-  part, with the experiment's constraints applied to them (as ``rank`` does on train); these
-  ranks are the ``*_rank_in_verified`` columns (null: the side finds the lane infeasible).
+* Over the verified lanes (frontier + sample): Spearman rank correlation, fast vs exact, of the
+  objective, of PnL and of NumberOfTrades (lanes NaN on either side dropped and counted); the
+  top-k overlap, k = min(K, lanes the fast side ranks): the share of the fast top k that are
+  among the exact top k *over the frontier*; the exact rank of the fast #1 among the verified
+  lanes; the regret, how much better the exact objective of the best lane found is than the
+  fast #1's (objective units, >= 0).
+* From the random sample (lanes outside the frontier): a bootstrap interval (fixed seed) of
+  Spearman's rho of the objective, and the share of the sample whose exact objective beats the
+  fast #1's (Clopper-Pearson interval), hence the number of lanes of the whole sweep that beat
+  it and the fast #1's estimated exact rank in the whole sweep.
+* Exhaustive: over every lane, Spearman of the objective and of PnL, top-10 and top-20 overlap,
+  the PnL gap, where the fast #1 lands; and whether the sample's intervals held the truth.
 * relative difference ``(exact - fast) / |fast|`` of PnL and of NumberOfTrades: mean, median
-  and median of its absolute value, over lanes where both are finite and fast is not 0.
+  and median of its absolute value, over lanes where both are finite and fast is not 0; and the
+  median of ``exact - fast`` in the metric's unit (PnL: the quote currency, or the coin of an
+  inverse contract).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,10 +69,12 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import agreement as stats
+from .agreement import BOOTSTRAP
 from .errors import InputError
 
 #: per-lane comparison columns of the printed table (besides the objective)
@@ -54,14 +86,14 @@ def _partial(path: Path) -> Path:
 
     return partial_path(path)
 
-
 def output_paths(run_dir: Path, part: str) -> dict[str, Path]:
-    """Where verify writes for ``part``: ``verify.*`` for train, ``verify_test.*`` for test."""
+    """Where verify writes for ``part``: ``verify.*`` for train, ``verify_test.*`` for test
+    (``fill_models`` only when several fill models are compared)."""
     stem = "verify" if part == "train" else f"verify_{part}"
     plots = run_dir / "plots"
     return {"parquet": run_dir / f"{stem}.parquet", "json": run_dir / f"{stem}.json",
-            "scatter": plots / f"{stem}_scatter.png", "curves": plots / f"{stem}_curves.png"}
-
+            "scatter": plots / f"{stem}_scatter.png", "curves": plots / f"{stem}_curves.png",
+            "fill_models": plots / f"{stem}_fill_models.png"}
 
 def _jsonable(obj: Any) -> Any:
     """Plain JSON types; NaN and infinities become null."""
@@ -99,39 +131,6 @@ def _feasible(metrics: dict[str, np.ndarray], exp) -> np.ndarray:
         ok &= np.asarray(metrics["MaxDrawdown"], np.float64) <= exp.constraints.max_drawdown
     return ok
 
-
-def _ranks(values: np.ndarray, ok: np.ndarray, maximize: bool) -> np.ndarray:
-    """1 = best among ``ok`` lanes (ties: the earlier lane first), 0 where not ``ok``."""
-    key = np.where(ok, -values if maximize else values, np.inf)
-    order = np.argsort(key, kind="stable")
-    ranks = np.zeros(len(values), np.int64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    return np.where(ok, ranks, 0)
-
-
-def _spearman(fast: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
-    from scipy.stats import spearmanr
-
-    ok = np.isfinite(fast) & np.isfinite(exact)
-    n, dropped = int(ok.sum()), int((~ok).sum())
-    rho = pvalue = float("nan")
-    if n >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant input: rho is NaN, said so in the table
-            res = spearmanr(fast[ok], exact[ok])
-        rho, pvalue = float(res.statistic), float(res.pvalue)
-    return {"rho": rho, "pvalue": pvalue, "n": n, "dropped": dropped}
-
-
-def _relative_difference(fast: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
-    ok = np.isfinite(fast) & np.isfinite(exact) & (fast != 0)
-    rel = (exact[ok] - fast[ok]) / np.abs(fast[ok])
-    n = int(ok.sum())
-    stat = (lambda f, x: float(f(x)) if n else float("nan"))  # noqa: E731
-    return {"mean": stat(np.mean, rel), "median": stat(np.median, rel), "median_abs": stat(np.median, np.abs(rel)),
-            "n": n, "dropped": int((~ok).sum())}
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "n/a"
@@ -148,6 +147,125 @@ def _aligned(rows: list[list[str]], right: set[int]) -> list[str]:
     return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
             for r in rows]
 
+def _pct(x: Any) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f} %"
+
+
+def _interval(point: Any, lo: Any, hi: Any, fmt: Callable[[Any], str]) -> str:
+    if point is None or not math.isfinite(float(point)):
+        return "n/a"
+    if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        return fmt(point)
+    return f"{fmt(point)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def agreement_tables(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frontier, the sample's estimates and (exhaustive) the whole sweep as tables with one
+    column per fill model: dicts with ``title``, ``header``, ``rows`` (text cells) and ``note``
+    (shared by the printed summary and the report page; empty for a verify.json without them)."""
+    models = summary.get("fill_models") or {}
+    if not models:
+        return []
+    metric = summary["objective"]["metric"]
+    sel = summary["lanes"]
+    k = sel["top_k"]
+    unit = (summary.get("units") or {}).get("PnL", "quote ccy")
+    names = list(models)
+    f3 = lambda x: _fmt(x, 3)  # noqa: E731
+    rows = [["", *names]]
+
+    def row(label: str, get: Callable[[dict], str]) -> None:
+        rows.append([label] + [get(models[n]) for n in names])
+
+    def rank_of(best: dict) -> str:
+        if best.get("lane") is None:
+            return "n/a"
+        where = f"{best['exact_rank']} of {best['exact_ranked']}" if best.get("exact_rank") else "exact-infeasible"
+        return f"{where} (lane {best['lane']})"
+
+    def regret(best: dict) -> str:
+        if best.get("best_lane") is None or not math.isfinite(float(best.get("regret") or math.nan)):
+            return "n/a"
+        fr = best.get("best_fast_rank")
+        return f"{_fmt(best['regret'], 3)} (lane {best['best_lane']}, fast rank {fr if fr else 'n/a'})"
+
+    def est(d: dict, key: str) -> dict:
+        return (d.get("sample_estimates") or {}).get(key) or {}
+
+    tables: list[dict[str, Any]] = []
+    title = (f"frontier: the fast top {k} x {sel.get('frontier', 1)} of each fill model "
+             f"({sel.get('frontier_lanes', sel['top'])} lanes) + {sel['sample']} random lanes outside it; "
+             f"the exact top {k} is searched among these {sel['verified']}")
+    row(f"top-{k} overlap over the frontier",
+        lambda d: f"{d['top_k_overlap']['common']}/{d['top_k_overlap']['k']}" if d["top_k_overlap"]["k"] else "n/a")
+    row("exact rank of the fast #1", lambda d: rank_of(d["fast_best"]))
+    row(f"regret: best exact {metric} found - fast #1's", lambda d: regret(d["fast_best"]))
+    row(f"Spearman {metric}, random sample [95 % bootstrap]",
+        lambda d: _interval(est(d, "spearman").get("rho"), est(d, "spearman").get("lo"), est(d, "spearman").get("hi"),
+                            f3))
+    row(f"random lanes beating the fast #1 on exact {metric}",
+        lambda d: (f"{est(d, 'beat_fast_best')['sample_beating']}/{est(d, 'beat_fast_best')['sample']} = "
+                   + _interval(est(d, "beat_fast_best")["share"], est(d, "beat_fast_best")["lo"],
+                               est(d, "beat_fast_best")["hi"], _pct)) if est(d, "beat_fast_best").get("sample")
+        else "n/a")
+
+    def sweep_rank(d: dict) -> str:
+        r = est(d, "beat_fast_best").get("sweep_exact_rank")
+        return _interval(r["estimate"], r["lo"], r["hi"], lambda x: f"{float(x):,.0f}") if r else "n/a"
+
+    row(f"=> the fast #1's exact rank in the sweep (of {sel['total']:,})", sweep_rank)
+    row("median PnL (exact - fast) / |fast|", lambda d: _pct(d["relative_difference"]["PnL"]["median"]))
+    seed = next((est(models[n], "spearman").get("seed") for n in names if est(models[n], "spearman")), None)
+    note = (f"intervals 95 %: Spearman by a percentile bootstrap of the sample ({_fmt(BOOTSTRAP)} resamples, "
+            f"seed {seed}), shares Clopper-Pearson; a lane beats the fast #1 if its exact {metric} is "
+            "better (or only it meets the constraints on the exact side)") if seed is not None else ""
+    tables.append({"title": title, "header": rows[0], "rows": rows[1:], "note": note})
+
+    if any("exhaustive" in models[n] for n in names):
+        rows = [["", *names]]
+        ex = lambda d: d.get("exhaustive") or {}  # noqa: E731
+        row(f"Spearman {metric} (objective)", lambda d: f3(ex(d)["spearman"]["objective"]["rho"]))
+        row("Spearman PnL", lambda d: f3(ex(d)["spearman"]["PnL"]["rho"]))
+        for kk in ("10", "20"):
+            row(f"top-{kk} overlap",
+                lambda d, kk=kk: f"{ex(d)['top_overlap'][kk]['common']}/{ex(d)['top_overlap'][kk]['k']}")
+        row("median PnL (exact - fast) / |fast|", lambda d: _pct(ex(d)["pnl_gap"]["median"]))
+        row(f"median PnL exact - fast ({unit})", lambda d: _fmt(ex(d)["pnl_gap"]["median_gap"], 3))
+        row("exact rank of the fast #1",
+            lambda d: (f"{ex(d)['fast_best']['exact_rank']} of {ex(d)['fast_best']['exact_ranked']:,}"
+                       if ex(d)["fast_best"].get("exact_rank") else "n/a"))
+
+        def check(d: dict, what: str) -> str:
+            c = ex(d).get("checks") or {}
+            if not c:
+                return "n/a"
+            if what == "rho":
+                lo, hi = c["spearman_interval"]
+                ok = c["spearman_covered"]
+                return f"{'yes' if ok else 'no' if ok is not None else 'n/a'} ({f3(c['spearman_outside_frontier'])})"
+            ok = c["sweep_beating_covered"]
+            return f"{'yes' if ok else 'no' if ok is not None else 'n/a'} ({c['sweep_beating']:,})"
+
+        row("sample's Spearman interval holds the truth", lambda d: check(d, "rho"))
+        row("lanes beating the fast #1 within the estimate", lambda d: check(d, "beat"))
+        failed = len(summary.get("failed_lanes") or [])
+        tables.append({"title": f"exhaustive: every lane of the sweep replayed ({sel.get('replayed', sel['total']):,}"
+                                + (f", {failed} failed" if failed else "") + ")",
+                       "header": rows[0], "rows": rows[1:],
+                       "note": "the interval check compares the sample's Spearman with the exhaustive Spearman of "
+                               "the lanes outside the frontier"})
+    return tables
+
+
+def _frontier_lines(summary: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for table in agreement_tables(summary):
+        lines += ["", table["title"] + ":"]
+        lines += _aligned([table["header"], *table["rows"]], set(range(1, len(table["header"]))))
+        if table["note"]:
+            lines.append(table["note"])
+    return lines
+
 
 def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: int = 10) -> str:
     """The agreement table of a :func:`verify_run` summary, fixed width; with ``per_lane``
@@ -158,13 +276,15 @@ def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: i
     cfg = summary["engine"]["config"]
     latency = (f"entry {cfg['entry_ns'] / 1e6:g} ms, response {cfg['response_ns'] / 1e6:g} ms"
                if cfg.get("latency") == "constant" else "from the latency file")
-    lines = [f"fast kernel vs exact engine, {summary['part']} part: {sel['verified']} lanes "
-             f"({sel['top']} top + {sel['sample']} random, seed {sel['seed']}) of {sel['total']:,}",
+    extra = sel.get("frontier_lanes", sel["top"]) - sel["top"]
+    lines = [f"fast kernel ({summary.get('fill_model', 'run')}) vs exact engine, {summary['part']} part: "
+             f"{sel['verified']} lanes ({sel['top']} top + {extra} more of the frontier + {sel['sample']} random, "
+             f"seed {sel['seed']}) of {sel['total']:,}",
              f"exact engine: queue {cfg['queue']}"
              + (f" (n={cfg['queue_n']:g})" if cfg['queue'].startswith("power") else "")
              + f", {'partial' if cfg['partial_fills'] else 'whole'} fills, latency {latency}, "
              f"crosses per {'message' if cfg['cross_per_message'] else 'row'}", ""]
-    rows = [["measure", "value", "lanes", "NaN dropped"]]
+    rows = [["measure (verified lanes)", "value", "lanes", "NaN dropped"]]
     sp = a["spearman"]
     rows.append([f"Spearman {metric} (objective)", _fmt(sp["objective"]["rho"]), _fmt(sp["objective"]["n"]),
                  _fmt(sp["objective"]["dropped"])])
@@ -181,6 +301,7 @@ def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: i
     lines += _aligned(rows, {1, 2, 3})
     lines.append("rel. diff = (exact - fast) / |fast|, lanes with fast = 0 dropped; ranks and the overlap "
                  "apply the experiment's constraints to each side")
+    lines += _frontier_lines(summary)
     failed = summary.get("failed_lanes") or []
     if failed:
         lines.append(f"WARNING: the exact engine could not replay {len(failed)} lane(s) (their exact side is NaN); "
@@ -207,9 +328,12 @@ def format_agreement(summary: dict[str, Any], per_lane: Any = None, max_lanes: i
     e = summary["engine"]["stats"]
     t = summary["timing"]
     lines += ["", f"exact replay {t['exact_s']:.1f} s ({e['candidates']:,} candidates x {e['events']:,} events, "
-                  f"{e['passes']} pass(es)); fast kernel {t['fast_s']:.1f} s; total {t['total_s']:.1f} s"]
+                  f"{e['passes']} pass(es)"
+                  + (f", then {e['exhaustive']['candidates']:,} more" if "exhaustive" in e else "")
+                  + f"); fast kernel {t['fast_s']:.1f} s"
+                  + "".join(f"; fill model {m} sweep {s:.1f} s" for m, s in (t.get("fill_model_sweeps_s") or {}).items())
+                  + f"; total {t['total_s']:.1f} s"]
     return "\n".join(lines)
-
 
 def _wrap(items: list[str], width: int) -> str:
     """``items`` joined by ", ", a new line before any item that would pass ``width``."""
@@ -221,31 +345,264 @@ def _wrap(items: list[str], width: int) -> str:
             lines.append(item)
     return "\n".join(lines)
 
+#: the limit of an exhaustive replay's estimated time (minutes) unless the caller raises it
+MAX_EXACT_MINUTES = 30.0
 
-def _select(results, exp, top_k: int, sample: int, seed: int, log) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``top_k`` feasible lanes by rank, then ``sample`` random others (sorted)."""
+
+def parse_fill_models(value: Any, run_model: str) -> tuple[str, ...]:
+    """The fill models to compare: the run's own first, then the others named in ``value``
+    (``"cross,touch"`` or a list).  A name the kernel does not know is a one-line error naming it."""
+    from ..kernels.fills import FILL_MODELS
+
+    if value is None:
+        return (run_model,)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(s).strip() for s in items if str(s).strip()]
+    if not names:
+        raise InputError("no fill model named; give names such as cross,touch", key="fill_models")
+    for name in names:
+        if name not in FILL_MODELS:
+            raise InputError(f"fill model {name!r} is not available in this version of mmsweep (available: "
+                             f"{', '.join(sorted(FILL_MODELS))})", key="fill_models")
+    out = [run_model]
+    for name in names:
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+class ExactScores(NamedTuple):
+    """Lanes replayed on the exact engine and scored as the sweep scores them.
+
+    Attributes:
+        lanes: [n] the lanes (indices into the sweep's lane table; ``arange(n)`` for ``params``).
+        metrics: the sweep's metrics (:data:`mmsweep.sweep.run.METRIC_COLUMNS`), [n] each, NaN
+            for a lane the engine could not replay.
+        objective: [n] the experiment's objective metric.
+        feasible: [n] the experiment's constraints met by the exact metrics (and objective finite).
+        failure: [n] why a lane could not be replayed ("" when it was).
+        final: the engine's end-of-replay counters ([n] each: Rejections, CancelsLost, ...).
+        record: the per-decision :class:`mmsweep.replay.ReplayResult`, or None (``block`` set).
+        stats: engine facts (events, candidates, passes, seconds, failed, ...).
+        seconds: wall time of the replay.
+    """
+
+    lanes: np.ndarray
+    metrics: dict[str, np.ndarray]
+    objective: np.ndarray
+    feasible: np.ndarray
+    failure: np.ndarray
+    final: dict[str, np.ndarray]
+    record: Any
+    stats: dict[str, Any]
+    seconds: float
+
+
+def replay_and_score(prep, lanes: np.ndarray | None = None, *, params: dict[str, np.ndarray] | None = None,
+                     part: str = "train", config=None, progress: Callable[[str], None] | None = None,
+                     block: int | None = None) -> ExactScores:
+    """Replay lanes on the exact engine and score them with the experiment's objective and
+    constraints: the path ``mmsweep verify`` (and anything else that re-checks candidates)
+    takes.
+
+    Args:
+        prep: :func:`mmsweep.sweep.run.prepare`'s result.
+        lanes: indices into ``prep.lanes``; or ``params``: parameter values of candidates that
+            need not be lanes of the sweep (every lane parameter, [n] each).
+        part: ``train`` or ``test``.
+        config: :class:`mmsweep.replay.ReplayConfig` (default: the experiment's ``verify``
+            section, :func:`mmsweep.sweep.exact.replay_config`).
+        progress: replay progress messages.
+        block: replay ``block`` lanes at a time and keep only their metrics (no per-decision
+            record): bounded memory for many lanes.
+    """
+    import dataclasses
+
+    from .exact import replay_config, replay_lanes
+    from .run import METRIC_COLUMNS
+
+    exp = prep.experiment
+    config = config or replay_config(exp)
+    if (lanes is None) == (params is None):
+        raise ValueError("give lanes or params")
+    if params is not None:
+        n = len(np.asarray(next(iter(params.values()))))
+        cached = prep.__dict__.get("_exact_data")
+        prep = dataclasses.replace(prep, lanes={k: np.asarray(v, np.float64) for k, v in params.items()})
+        if cached is not None:
+            prep.__dict__["_exact_data"] = cached
+        lanes = np.arange(n, dtype=np.int64)
+    lanes = np.asarray(lanes, np.int64)
+    data = prep.__dict__.get("_exact_data")  # the engine's view of the events, built once per prep
+    if data is None:
+        from ..replay import build_data
+
+        inst = prep.quoted.instrument
+        data = prep.__dict__["_exact_data"] = build_data(prep.quoted.table, inst.tick_size, inst.lot_size)
+    started = time.perf_counter()
+    step = len(lanes) if not block else max(int(block), 1)
+    metrics_parts, finals, failures, stats_parts, record = [], [], [], [], None
+    for lo in range(0, max(len(lanes), 1), step):
+        chunk = lanes[lo:lo + step]
+        if len(chunk) == 0:
+            break
+        rec, metrics = replay_lanes(prep, chunk, part=part, config=config, progress=progress, data=data)
+        metrics_parts.append({m: np.asarray(metrics[m], np.float64) if m in metrics else np.full(len(chunk), np.nan)
+                              for m in METRIC_COLUMNS})
+        finals.append(rec.final)
+        failures.append(np.array([str(f) for f in rec.final.get("Failure", [""] * len(chunk))], dtype=object))
+        stats_parts.append({k: v for k, v in rec.stats.items() if k != "config"})
+        record = rec if not block else None
+    cat = lambda parts, key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)  # noqa: E731
+    metrics = {m: cat(metrics_parts, m) for m in METRIC_COLUMNS}
+    final = {k: cat(finals, k) for k in (finals[0] if finals else {})}
+    failure = np.concatenate(failures) if failures else np.zeros(0, dtype=object)
+    stats: dict[str, Any] = dict(stats_parts[0]) if stats_parts else {}
+    for key in ("candidates", "passes", "seconds", "fills_dropped", "failed"):
+        if stats_parts:
+            stats[key] = sum(s[key] for s in stats_parts)
+    if stats_parts:
+        stats["order_slots_used"] = max(s["order_slots_used"] for s in stats_parts)
+    objective = metrics[exp.objective.metric]
+    return ExactScores(lanes, metrics, objective, _feasible(metrics, exp), failure, final, record, stats,
+                       time.perf_counter() - started)
+
+
+def estimate_exact_seconds(prep, n_lanes: int, *, part: str, config) -> dict[str, Any]:
+    """How long replaying ``n_lanes`` lanes would take, from a timed probe: one lane to warm up,
+    then one lock-step group of lanes spread over the sweep, in one process; the groups of the
+    full replay are then shared by ``processes`` workers (at most one per CPU)."""
+    import dataclasses
+
+    total = len(np.asarray(next(iter(prep.lanes.values()))))
+    group = max(1, min(int(config.lockstep), total))
+    probe = np.unique(np.linspace(0, total - 1, group).round().astype(np.int64))
+    one = dataclasses.replace(config, processes=1)
+    replay_and_score(prep, probe[:1], part=part, config=one)  # compile / warm
+    t = time.perf_counter()
+    replay_and_score(prep, probe, part=part, config=one)
+    per_group = time.perf_counter() - t
+    groups = -(-int(n_lanes) // group)
+    workers = max(1, min(int(config.processes), os.cpu_count() or 1, groups))
+    return {"seconds": per_group * groups / workers, "per_candidate_s": per_group / len(probe),
+            "probe_lanes": int(len(probe)), "processes": workers, "lanes": int(n_lanes)}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _sweep_fill_model(exp, model: str, part: str, log) -> tuple[Any, float]:
+    """Every lane of ``exp`` on the fast kernel under fill model ``model``: a table (lane,
+    feasible, rank, ``<part>_<metric>``) ranked as ``mmsweep run`` ranks, and its seconds."""
+    import dataclasses
+
     import polars as pl
 
+    from .run import prepare, rank, run_chunk
+
+    other = dataclasses.replace(exp, fill_model=model)
+    prep = prepare(other, log=lambda m: None)
+    total = len(np.asarray(next(iter(prep.lanes.values()))))
+    chunk = int(exp.run.chunk_lanes)
+    t = time.perf_counter()
+    table = pl.concat([run_chunk(prep, lo, min(total, lo + chunk)) for lo in range(0, total, chunk)])
+    seconds = time.perf_counter() - t
+    log(f"fast kernel, fill model {model}: {total:,} lanes [{seconds:.1f} s]")
+    return rank(table.sort("lane"), other).sort("lane"), seconds
+
+def _select(rankings: dict[str, Any], exp, top_k: int, frontier: int, sample: int, seed: int, log
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(top, frontier, sample)`` lanes: the run's top ``top_k`` feasible lanes by rank; the
+    rest of the frontier, every model's top ``top_k x frontier`` (run model first, by rank, then
+    the others' not yet in); ``sample`` random lanes from outside the frontier (sorted)."""
+    import polars as pl
+
+    run_model = exp.fill_model
+    results = rankings[run_model]
     feasible = results.filter(pl.col("feasible")).sort("rank")
     if feasible.height == 0:
         raise InputError("no lane of the run meets the constraints: nothing to verify (relax 'constraints' "
                          "and rerun)", source=str(exp.source or "results.parquet"))
-    top = feasible["lane"].to_numpy()[:top_k].astype(np.int64)
+    width = top_k * frontier
+    ordered = feasible["lane"].to_numpy()[:width].astype(np.int64)
+    top = ordered[:top_k]
     if len(top) < top_k:
         log(f"verify: only {len(top)} feasible lane(s); verifying all of them as the top")
-    others = np.setdiff1d(results["lane"].to_numpy().astype(np.int64), top)
+    chosen = list(ordered[top_k:])
+    seen = set(int(x) for x in ordered)
+    for model, table in rankings.items():
+        if model == run_model:
+            continue
+        for lane in table.filter(pl.col("feasible")).sort("rank")["lane"].to_numpy()[:width].astype(np.int64):
+            if int(lane) not in seen:
+                seen.add(int(lane))
+                chosen.append(int(lane))
+    rest = np.asarray(chosen, np.int64)
+    others = np.setdiff1d(results["lane"].to_numpy().astype(np.int64), np.concatenate([top, rest]))
     m = min(sample, len(others))
     if m < sample:
-        log(f"verify: only {len(others)} lane(s) outside the top; sampling {m}")
+        log(f"verify: only {len(others)} lane(s) outside the frontier; sampling {m}")
     picked = np.sort(np.random.default_rng(seed).choice(others, size=m, replace=False)) if m else \
         np.zeros(0, np.int64)
-    return top, picked.astype(np.int64)
+    return top, rest, picked.astype(np.int64)
 
+
+def _model_agreement(*, lanes: np.ndarray, fast: dict[str, np.ndarray], exact: dict[str, np.ndarray],
+                     exact_ok: np.ndarray, exact_rank: np.ndarray, exp, top_k: int, sample: np.ndarray,
+                     enumerated: np.ndarray, n_total: int, seed: int) -> dict[str, Any]:
+    """One fill model's agreement with the exact engine over the verified lanes."""
+    metric, maximize = exp.objective.metric, exp.objective.maximize
+    fast_ok = _feasible(fast, exp)
+    fast_rank = stats.ranks(fast[metric], fast_ok, maximize)
+    spearman = {"objective": {"metric": metric, **stats.spearman(fast[metric], exact[metric])}}
+    for m in _TABLE_METRICS:
+        spearman[m] = stats.spearman(fast[m], exact[m])
+    out: dict[str, Any] = {
+        "spearman": spearman,
+        "top_k_overlap": stats.overlap(fast_rank, exact_rank, lanes, top_k),
+        "relative_difference": {m: stats.relative_difference(fast[m], exact[m]) for m in _TABLE_METRICS},
+        "feasible": {"fast": int(fast_ok.sum()), "exact": int(exact_ok.sum())},
+        "fast_best": stats.fast_best(lanes, fast_rank, exact[metric], exact_ok, maximize),
+        "fast_rank": fast_rank,
+    }
+    if (fast_rank == 1).any():
+        best = int(np.flatnonzero(fast_rank == 1)[0])
+        out["sample_estimates"] = stats.sample_estimates(
+            sample=sample, enumerated=enumerated, n_total=n_total, fast=fast[metric], exact=exact[metric],
+            exact_ok=exact_ok, best=best, maximize=maximize, seed=seed)
+    return out
+
+
+def _exhaustive_agreement(fast_all: dict[str, np.ndarray], exact_all: dict[str, np.ndarray], exp,
+                          model: dict[str, Any], enumerated_lanes: np.ndarray) -> dict[str, Any]:
+    """Whole-sweep agreement of one fill model (``model``: its :func:`_model_agreement`), and
+    whether the frontier's and the sample's estimates held the truth."""
+    metric, maximize = exp.objective.metric, exp.objective.maximize
+    fast_ok, exact_ok = _feasible(fast_all, exp), _feasible(exact_all, exp)
+    out = stats.whole_sweep(fast=fast_all, exact=exact_all, fast_ok=fast_ok, exact_ok=exact_ok, metric=metric,
+                            maximize=maximize)
+    outside = np.ones(len(fast_all[metric]), bool)
+    outside[enumerated_lanes] = False
+    lane = model["fast_best"]["lane"]
+    if "sample_estimates" in model and lane is not None:
+        rho = stats.spearman(fast_all[metric][outside], exact_all[metric][outside])["rho"]
+        count = int(stats.beats(exact_all[metric], exact_ok, int(lane), maximize).sum())
+        out["checks"] = stats.check_estimates(model["sample_estimates"], sweep_beating=count, outside_rho=rho)
+    return out
 
 def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int | None = None,
                seed: int | None = None, part: str = "train", log: Callable[[str], None] = print,
-               processes: int | None = None, *, report: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Verify a run folder's top lanes and a random sample on the exact engine.
+               processes: int | None = None, *, report: Callable[[str], None] | None = None,
+               frontier: int | None = None, fill_models: Any = None, exhaustive: bool = False,
+               max_exact_minutes: float | None = None) -> dict[str, Any]:
+    """Verify a run folder's frontier and a random sample on the exact engine.
 
     Args:
         run_dir: the run folder (``config.json`` and ``results.parquet``).
@@ -254,6 +611,13 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
         log: progress messages.
         processes: exact-engine worker processes (0: one per CPU); default: the experiment's.
         report: where the agreement table goes (default: ``log``).
+        frontier: ``m``, the fast top ``top_k x m`` lanes are replayed (>= 1; default: the
+            experiment's ``verify.frontier``, 4).
+        fill_models: other fill models to compare (``"cross,touch"`` or a list); the run's own
+            is always first.
+        exhaustive: replay every lane of the sweep.
+        max_exact_minutes: refuse an exhaustive replay estimated to take longer (default
+            :data:`MAX_EXACT_MINUTES`).
 
     Returns:
         the summary written to ``verify.json`` (``verify_test.json`` for the test part) plus
@@ -274,18 +638,26 @@ def verify_run(run_dir: str | os.PathLike, top_k: int | None = None, sample: int
         raise InputError("no config.json: not a run folder of mmsweep run", source=str(run_dir))
     if part not in ("train", "test"):
         raise InputError(f"part must be 'train' or 'test', got {part!r}", key="part")
+    limit = MAX_EXACT_MINUTES if max_exact_minutes is None else max_exact_minutes
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
+        raise InputError(f"max_exact_minutes must be a number of minutes > 0, got {max_exact_minutes!r}",
+                         key="max_exact_minutes")
+    opts = {"frontier": frontier, "fill_models": fill_models, "exhaustive": bool(exhaustive),
+            "max_exact_minutes": float(limit)}
     with FolderLock(run_dir, f"mmsweep verify --part {part}"):
-        return _verify_locked(run_dir, top_k, sample, seed, part, log, processes, report, started)
+        return _verify_locked(run_dir, top_k, sample, seed, part, log, processes, report, started, opts)
 
 
-def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes, report, started: float
-                   ) -> dict[str, Any]:
+def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes, report, started: float,
+                   opts: dict[str, Any]) -> dict[str, Any]:
+    import dataclasses
+
     import polars as pl
 
     from ..kernels.scan import run_lanes
     from . import report as figures
     from .config import parse_experiment
-    from .exact import part_window, replay_config, replay_lanes
+    from .exact import part_window, replay_config
     from .run import METRIC_COLUMNS, experiment_hash, prepare
     from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials
 
@@ -304,10 +676,17 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
     top_k = _count(top_k, "top_k", v.top_k)
     sample = _count(sample, "sample", v.sample)
     seed = _count(seed, "seed", v.seed)
+    m_frontier = opts["frontier"] if opts["frontier"] is not None else v.frontier
+    if isinstance(m_frontier, bool) or not isinstance(m_frontier, (int, np.integer)) or m_frontier < 1:
+        raise InputError(f"frontier must be a whole number >= 1 (the fast top K x frontier lanes are replayed), "
+                         f"got {m_frontier!r}", key="frontier")
+    m_frontier = int(m_frontier)
     if processes is not None:
         processes = _count(processes, "processes", 0)
     if top_k + sample == 0:
         raise InputError("nothing to verify: top_k and sample are both 0", key="top_k")
+    models = parse_fill_models(opts["fill_models"], exp.fill_model)
+    exhaustive = opts["exhaustive"]
 
     results = pl.read_parquet(results_path).sort("lane")
     n_total = results.height
@@ -315,39 +694,66 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
         raise InputError("results.parquet does not hold lanes 0..n-1 exactly once", source=str(results_path))
     if f"{part}_PnL" not in results.columns:
         raise InputError(f"the run has no {part} part (see 'split')", source=str(results_path), key="part")
-    top, picked = _select(results, exp, top_k, sample, seed, log)
-    lanes = np.concatenate([top, picked])
-    selected = np.array(["top"] * len(top) + ["sample"] * len(picked))
-    log(f"verify {run_dir}: {len(top)} top + {len(picked)} random lane(s) of {n_total:,} on the {part} part")
 
     prep = prepare(exp, log=log)
     if part not in prep.parts:
         raise InputError(f"the run has no {part} part (see 'split')", key="part")
     n_lanes = len(next(iter(prep.lanes.values())))
     if n_lanes != n_total or any(
-            not np.array_equal(np.asarray(prep.lanes[k])[lanes], results[k].to_numpy()[lanes], equal_nan=True)
+            not np.array_equal(np.asarray(prep.lanes[k]), results[k].to_numpy(), equal_nan=True)
             for k in prep.lanes if k in results.columns):
         raise InputError("the lanes this version of mmsweep builds differ from the run's; rerun the sweep",
                          source=str(results_path))
-
-    # Exact engine first: it forks its workers before the kernel starts more threads.
     config = replay_config(exp, **({"processes": processes or max(1, os.cpu_count() or 1)}
                                    if processes is not None else {}))
-    t0 = time.perf_counter()
+
+    # An exhaustive replay too long for the limit is refused before anything is replayed.
+    estimate = None
+    if exhaustive:
+        estimate = estimate_exact_seconds(prep, n_total, part=part, config=config)
+        if estimate["seconds"] > 60 * opts["max_exact_minutes"]:
+            raise InputError(
+                f"an exhaustive replay of {n_total:,} lanes would take about {_duration(estimate['seconds'])} "
+                f"({estimate['per_candidate_s']:.3g} s per lane measured, {estimate['processes']} process(es)), over "
+                f"the limit of {opts['max_exact_minutes']:g} min; raise --max-exact-minutes or verify the frontier "
+                "without --exhaustive", key="exhaustive")
+        log(f"exhaustive: {n_total:,} lanes, about {_duration(estimate['seconds'])} on the exact engine "
+            f"({estimate['per_candidate_s']:.3g} s per lane, {estimate['processes']} process(es))")
+
+    # Every other fill model's sweep of every lane (fast), so that its own frontier is replayed.
+    sweeps: dict[str, Any] = {exp.fill_model: results}
+    sweep_s: dict[str, float] = {}
+    for model in models[1:]:
+        sweeps[model], sweep_s[model] = _sweep_fill_model(exp, model, part, log)
+
+    top, rest, picked = _select(sweeps, exp, top_k, m_frontier, sample, seed, log)
+    lanes = np.concatenate([top, rest, picked])
+    selected = np.array(["top"] * len(top) + ["frontier"] * len(rest) + ["sample"] * len(picked))
+    log(f"verify {run_dir}: {len(top)} top + {len(rest)} more of the frontier (top {top_k} x {m_frontier}"
+        + (f", {len(models)} fill models" if len(models) > 1 else "") + f") + {len(picked)} random lane(s) of "
+        f"{n_total:,} on the {part} part" + ("; then every other lane (exhaustive)" if exhaustive else ""))
+
+    # Exact engine first: it forks its workers before the kernel starts more threads.
     log(f"exact engine: {len(lanes)} candidate(s), queue {config.queue}, {config.processes} process(es)")
     with warnings.catch_warnings():
         # The forked workers run only the engine's numba code, never JAX.
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
-        record, exact = replay_lanes(prep, lanes, part=part, config=config, progress=log)
-    exact_s = time.perf_counter() - t0
-    failure = np.array([str(f) for f in record.final.get("Failure", [""] * len(lanes))], dtype=object)
-    exact = {m: np.asarray(exact[m], np.float64) if m in exact else np.full(len(lanes), np.nan)
-             for m in METRIC_COLUMNS}
+        scored = replay_and_score(prep, lanes, part=part, config=config, progress=log)
+        others = np.setdiff1d(np.arange(n_total), lanes) if exhaustive else np.zeros(0, np.int64)
+        rest_scored = None
+        if len(others):
+            log(f"exact engine, exhaustive: {len(others):,} more lane(s)")
+            rest_scored = replay_and_score(prep, others, part=part, config=config, progress=log,
+                                           block=max(256, 32 * config.lockstep * config.processes))
+    exact_s = scored.seconds + (rest_scored.seconds if rest_scored is not None else 0.0)
+    record, exact, failure = scored.record, scored.metrics, scored.failure
     failed = [{"lane": int(lane), "reason": why} for lane, why in zip(lanes, failure) if why]
+    if rest_scored is not None:
+        failed += [{"lane": int(lane), "reason": why} for lane, why in zip(others, rest_scored.failure) if why]
     if failed:
-        warnings.warn(f"the exact engine could not replay {len(failed)} of {len(lanes)} lane(s) (lanes "
-                      f"{[f['lane'] for f in failed][:5]}): {failed[0]['reason']}; they are reported failed in "
-                      "exact_failure, their exact metrics NaN")
+        warnings.warn(f"the exact engine could not replay {len(failed)} of {len(lanes) + len(others)} lane(s) "
+                      f"(lanes {[f['lane'] for f in failed][:5]}): {failed[0]['reason']}; they are reported failed "
+                      "in exact_failure, their exact metrics NaN")
 
     t0 = time.perf_counter()
     kernel_dtype = np.float32 if prep.config.dtype.__name__ == "float32" else np.float64
@@ -378,61 +784,106 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
     if record.equity.shape[1] != T or not np.array_equal(record.timestamp, decision_ts):
         raise RuntimeError(f"the exact record has {record.equity.shape[1]} decisions; the kernel {T}")
 
-    # Agreement.
+    # Agreement, per fill model, over the verified lanes (the frontier and the sample).
     metric, maximize = exp.objective.metric, exp.objective.maximize
-    fast_ok, exact_ok = _feasible(fast, exp), _feasible(exact, exp)
-    fast_rank = _ranks(fast[metric], fast_ok, maximize)
-    exact_rank = _ranks(exact[metric], exact_ok, maximize)
-    k = min(top_k, int(fast_ok.sum()))
-    fast_top = lanes[(fast_rank >= 1) & (fast_rank <= k)]
-    exact_top = lanes[(exact_rank >= 1) & (exact_rank <= k)]
-    common = len(np.intersect1d(fast_top, exact_top))
-    spearman = {"objective": {"metric": metric, **_spearman(fast[metric], exact[metric])}}
-    for m in _TABLE_METRICS:
-        spearman[m] = _spearman(fast[m], exact[m])
-    agreement = {
-        "spearman": spearman,
-        "top_k_overlap": {"k": k, "common": common, "overlap": common / k if k else float("nan"),
-                          "fast_top": sorted(fast_top.tolist()), "exact_top": sorted(exact_top.tolist())},
-        "relative_difference": {m: _relative_difference(fast[m], exact[m]) for m in _TABLE_METRICS},
-        "feasible": {"fast": int(fast_ok.sum()), "exact": int(exact_ok.sum())},
-        "fast_vs_results": {"ok": not bad.any(), "mismatched_lanes": int(bad.sum()), "max_rel_diff": worst,
-                            "rtol": rtol},
-    }
+    exact_ok = scored.feasible
+    exact_rank = stats.ranks(exact[metric], exact_ok, maximize)
+    is_sample = selected == "sample"
+    enumerated = ~is_sample
+    per_model: dict[str, dict[str, Any]] = {}
+    fast_of: dict[str, dict[str, np.ndarray]] = {exp.fill_model: fast}
+    for model in models[1:]:
+        table = sweeps[model]
+        fast_of[model] = {m: table[f"{part}_{m}"].to_numpy().astype(np.float64)[lanes] for m in METRIC_COLUMNS}
+    for model in models:
+        per_model[model] = _model_agreement(lanes=lanes, fast=fast_of[model], exact=exact, exact_ok=exact_ok,
+                                            exact_rank=exact_rank, exp=exp, top_k=top_k, sample=is_sample,
+                                            enumerated=enumerated, n_total=n_total, seed=seed)
+    fast_rank = per_model[exp.fill_model]["fast_rank"]
+
+    # Exhaustive: every lane, both sides, per model.
+    exact_all = None
+    if exhaustive:
+        exact_all = {m: np.full(n_total, np.nan) for m in METRIC_COLUMNS}
+        for m in METRIC_COLUMNS:
+            exact_all[m][lanes] = exact[m]
+            if rest_scored is not None:
+                exact_all[m][others] = rest_scored.metrics[m]
+        for model in models:
+            table = results if model == exp.fill_model else sweeps[model]
+            fast_all = {m: table[f"{part}_{m}"].to_numpy().astype(np.float64) for m in METRIC_COLUMNS}
+            per_model[model]["exhaustive"] = _exhaustive_agreement(fast_all, exact_all, exp, per_model[model],
+                                                                   lanes[enumerated])
+
+    agreement = {k: val for k, val in per_model[exp.fill_model].items() if k != "fast_rank"}
+    agreement["fast_vs_results"] = {"ok": not bad.any(), "mismatched_lanes": int(bad.sum()), "max_rel_diff": worst,
+                                    "rtol": rtol}
 
     # verify.parquet
     ranks_col = results["rank"].to_numpy()  # float with NaN where null (polars -> numpy)
-    table: dict[str, Any] = {"lane": lanes, **{k_: np.asarray(prep.lanes[k_])[lanes] for k_ in prep.lanes},
-                             "selected": selected}
-    frame = pl.DataFrame(table).with_columns(
-        pl.Series("rank", [None if not np.isfinite(r) else int(r) for r in ranks_col[lanes].astype(np.float64)],
-                  dtype=pl.Int64),
-        pl.Series("feasible", results["feasible"].to_numpy()[lanes]))
-    frame = frame.with_columns([pl.Series(f"fast_{m}", fast[m]) for m in METRIC_COLUMNS]
-                               + [pl.Series(f"exact_{m}", np.asarray(exact[m], np.float64)) for m in METRIC_COLUMNS])
-    frame = frame.with_columns(
-        pl.Series("fast_rank_in_verified", [int(r) if r else None for r in fast_rank], dtype=pl.Int64),
-        pl.Series("exact_rank_in_verified", [int(r) if r else None for r in exact_rank], dtype=pl.Int64),
-        pl.Series("exact_CancelsLost", np.asarray(record.final["CancelsLost"], np.float64)),
-        pl.Series("exact_failure", [why or None for why in failure], dtype=pl.String))
 
-    stats = {k_: v_ for k_, v_ in record.stats.items() if k_ != "config"}
+    def lane_table(ids: np.ndarray, sel: np.ndarray, fast_m: dict, exact_m: dict, final: dict, why: np.ndarray,
+                   fr: np.ndarray | None, er: np.ndarray | None):
+        frame = pl.DataFrame({"lane": ids, **{k_: np.asarray(prep.lanes[k_])[ids] for k_ in prep.lanes},
+                              "selected": sel}).with_columns(
+            pl.Series("rank", [None if not np.isfinite(r) else int(r) for r in ranks_col[ids].astype(np.float64)],
+                      dtype=pl.Int64),
+            pl.Series("feasible", results["feasible"].to_numpy()[ids]))
+        frame = frame.with_columns([pl.Series(f"fast_{m}", fast_m[m]) for m in METRIC_COLUMNS]
+                                   + [pl.Series(f"exact_{m}", np.asarray(exact_m[m], np.float64))
+                                      for m in METRIC_COLUMNS])
+        none = [None] * len(ids)
+        frame = frame.with_columns(
+            pl.Series("fast_rank_in_verified", none if fr is None else [int(r) if r else None for r in fr],
+                      dtype=pl.Int64),
+            pl.Series("exact_rank_in_verified", none if er is None else [int(r) if r else None for r in er],
+                      dtype=pl.Int64),
+            pl.Series("exact_CancelsLost", np.asarray(final["CancelsLost"], np.float64)),
+            pl.Series("exact_failure", [w or None for w in why], dtype=pl.String))
+        for model in models[1:]:
+            table = sweeps[model]
+            cols = [metric] + [m for m in _TABLE_METRICS if m != metric]
+            frame = frame.with_columns(
+                [pl.Series(f"fast_{model}_{m}", table[f"{part}_{m}"].to_numpy().astype(np.float64)[ids])
+                 for m in cols]
+                + [table["rank"].gather(ids).cast(pl.Int64).alias(f"fast_{model}_rank")])
+        return frame
+
+    frame = lane_table(lanes, selected, fast, exact, record.final, failure, fast_rank, exact_rank)
+    if rest_scored is not None:
+        fast_rest = {m: results[f"{part}_{m}"].to_numpy().astype(np.float64)[others] for m in METRIC_COLUMNS}
+        frame = pl.concat([frame, lane_table(others, np.array(["rest"] * len(others)), fast_rest,
+                                             rest_scored.metrics, rest_scored.final, rest_scored.failure, None,
+                                             None)], how="vertical_relaxed")
+
+    engine_stats = {k_: v_ for k_, v_ in record.stats.items() if k_ != "config"}
+    if rest_scored is not None:
+        engine_stats["exhaustive"] = rest_scored.stats
     summary: dict[str, Any] = {
         "run_dir": str(run_dir.resolve()), "experiment": exp.name, "experiment_hash": stored.get("hash"),
         "part": part, "objective": {"metric": metric, "maximize": maximize},
         "lanes": {"total": n_total, "verified": int(len(lanes)), "top": int(len(top)), "sample": int(len(picked)),
                   "top_k": top_k, "requested_sample": sample, "seed": seed, "top_lanes": top.tolist(),
-                  "sample_lanes": picked.tolist()},
+                  "sample_lanes": picked.tolist(), "frontier": m_frontier, "frontier_lanes": int(len(top) + len(rest)),
+                  "frontier_extra_lanes": rest.tolist(), "exhaustive": bool(exhaustive),
+                  "replayed": int(len(lanes) + len(others))},
+        "fill_model": exp.fill_model,
         "agreement": agreement,
+        "fill_models": {model: {k: val for k, val in d.items() if k != "fast_rank"} for model, d in per_model.items()},
         "failed_lanes": failed,
-        "engine": {"config": config.describe(), "stats": stats},
-        "timing": {"exact_s": exact_s, "fast_s": fast_s, "total_s": 0.0},
+        "engine": {"config": config.describe(), "stats": engine_stats},
+        "timing": {"exact_s": exact_s, "fast_s": fast_s, "fill_model_sweeps_s": sweep_s, "total_s": 0.0},
+        **({"exhaustive_estimate": estimate} if estimate is not None else {}),
     }
 
     # Figures, then every output moved into place at the end.
     inst = prep.quoted.instrument
     quote, qty_unit = figures.currency_units(inst.symbol)
+    if getattr(inst, "inverse", False):  # coin-margined: money is counted in the coin
+        quote, qty_unit = qty_unit, "contracts"
     final = output_paths(run_dir, part)
+    if len(models) < 2:
+        final.pop("fill_models")
     make_folder(final["scatter"].parent, "plots")
     temps = {key: _partial(path) for key, path in final.items()}
     try:
@@ -441,13 +892,42 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
         unit = {"SR": "annualised Sharpe ratio", "Sortino": "annualised Sortino ratio", "PnL": quote,
                 "Fees": quote, "Return": "fraction of book size", "MaxDrawdown": "fraction of book size",
                 "NumberOfTrades": "fills"}.get(metric, "")
-        figures.verify_scatter(temps["scatter"], [
-            {"fast": fast[metric], "exact": exact[metric], "label": f"{metric}" + (f" ({unit})" if unit else ""),
-             "title": f"objective {metric}: Spearman {_fmt(sp['objective']['rho'], 3)}"},
-            {"fast": fast["PnL"], "exact": exact["PnL"], "label": f"PnL ({quote}, after fees)",
-             "title": f"PnL: Spearman {_fmt(sp['PnL']['rho'], 3)}"},
-        ], top=is_top, title=f"{exp.name}, {part} part: fast kernel vs exact engine (queue {config.queue}), "
-                             f"{len(lanes)} lanes")
+        obj_label = f"{metric}" + (f" ({unit})" if unit else "")
+        pnl_label = f"PnL ({quote}, after fees)"
+        if exhaustive:
+            ex = agreement["exhaustive"]["spearman"]
+            fs, es = frame[f"fast_{metric}"].to_numpy(), frame[f"exact_{metric}"].to_numpy()
+            fp, ep = frame["fast_PnL"].to_numpy(), frame["exact_PnL"].to_numpy()
+            groups = frame["selected"].to_numpy()
+            panels = [{"fast": fs, "exact": es, "label": obj_label,
+                       "title": f"objective {metric}, every lane: Spearman {_fmt(ex['objective']['rho'], 3)}"},
+                      {"fast": fp, "exact": ep, "label": pnl_label,
+                       "title": f"PnL, every lane: Spearman {_fmt(ex['PnL']['rho'], 3)}"}]
+        else:
+            groups = selected
+            panels = [{"fast": fast[metric], "exact": exact[metric], "label": obj_label,
+                       "title": f"objective {metric}: Spearman {_fmt(sp['objective']['rho'], 3)}"},
+                      {"fast": fast["PnL"], "exact": exact["PnL"], "label": pnl_label,
+                       "title": f"PnL: Spearman {_fmt(sp['PnL']['rho'], 3)}"}]
+        figures.verify_scatter(temps["scatter"], panels, top=groups == "top", frontier=groups == "frontier",
+                               title=f"{exp.name}, {part} part: fast kernel ({exp.fill_model}) vs exact engine "
+                                     f"(queue {config.queue}), {len(groups):,} lanes")
+        if "fill_models" in temps:
+            ids = np.arange(n_total) if exhaustive else lanes
+            ex_obj = exact_all[metric] if exhaustive else exact[metric]
+            ex_pnl = exact_all["PnL"] if exhaustive else exact["PnL"]
+            series = []
+            for model in models:
+                table = results if model == exp.fill_model else sweeps[model]
+                d = per_model[model]
+                rho = d["exhaustive"]["spearman"] if exhaustive else d["spearman"]
+                series.append({"name": model, "fast": table[f"{part}_{metric}"].to_numpy().astype(np.float64)[ids],
+                               "fast_pnl": table[f"{part}_PnL"].to_numpy().astype(np.float64)[ids],
+                               "rho": rho["objective"]["rho"], "rho_pnl": rho["PnL"]["rho"]})
+            figures.verify_fill_models(
+                temps["fill_models"], series, exact=ex_obj, exact_pnl=ex_pnl, label=obj_label, pnl_label=pnl_label,
+                title=f"{exp.name}, {part} part: each fill model vs the exact engine (queue {config.queue}), "
+                      f"{len(ids):,} lanes" + (" (every lane)" if exhaustive else " (frontier + sample)"))
         show = np.flatnonzero(is_top)[:4] if is_top.any() else np.arange(min(4, len(lanes)))
         swept = list(exp.sweep.names) + [t.target for t in exp.sweep.derived]
         titles = []
@@ -466,9 +946,12 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
         frame.write_parquet(temps["parquet"])
         summary["timing"]["total_s"] = time.perf_counter() - started
         summary["files"] = {key: str(path) for key, path in final.items()}
+        summary["units"] = {"PnL": quote, "objective": unit}
         temps["json"].write_text(json.dumps(_jsonable(summary), indent=2))
         for key, path in final.items():
             os.replace(temps[key], path)
+        if "fill_models" not in final:  # an earlier comparison's plot would contradict this verify.json
+            output_paths(run_dir, part)["fill_models"].unlink(missing_ok=True)
     finally:
         for path in temps.values():
             path.unlink(missing_ok=True)

@@ -91,7 +91,8 @@ def test_report_page_and_figures(run_dir, page) -> None:
         assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 600, (name, img.shape)
         assert img[..., :3].std() > 0.05, f"{name} is blank"
     for heading in ("Warnings", "Selection and overfitting", "deflated SR, lane", "hftbacktest's stats", "PnL and where it comes from", "Fill markouts",
-                    "Fast kernel vs exact engine", "spread capture", "inventory MTM"):
+                    "Fast kernel vs exact engine", "spread capture", "inventory MTM",
+                    "frontier: the fast top 2 x 4", "exact rank of the fast #1", "bootstrap"):
         assert heading in text, heading
     # the warnings come first
     assert text.index("id='warnings'") < text.index("id='landscape'") < text.index("id='stats'")
