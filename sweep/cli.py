@@ -101,6 +101,49 @@ def _reader_options(tick_size, lot_size, symbol) -> dict:
     return {k: v for k, v in (("tick_size", tick_size), ("lot_size", lot_size), ("symbol", symbol)) if v is not None}
 
 
+def _source_options(fn):
+    """Options of the data commands about the clock and the instrument's accounting."""
+    fn = click.option("--contract-size", type=_POSITIVE, default=None,
+                      help="Quote currency per contract (inverse), e.g. 10 for ETHUSD_PERP (default: inferred).")(fn)
+    fn = click.option("--inverse/--linear", default=None,
+                      help="Coin-margined (inverse: PnL in the coin) or linear accounting (default: inferred from "
+                           "the symbol and venue).")(fn)
+    fn = click.option("--feed-latency-ms", type=_Number(0.0, high=MAX_LATENCY_MS), default=None,
+                      help="Binance archive files (no receive times): the feed latency to assume (ms).")(fn)
+    fn = click.option("--base-latency-ms", type=_Number(0.0, high=MAX_LATENCY_MS), default=None,
+                      help="Binance captures: the smallest feed latency after the clock correction (ms; default 1, "
+                           "0 = hftbacktest's converter).")(fn)
+    return fn
+
+
+def _latency_options(base_latency_ms, feed_latency_ms) -> dict:
+    out = {}
+    if base_latency_ms is not None:
+        out["base_latency_ns"] = int(round(base_latency_ms * 1e6))
+    if feed_latency_ms is not None:
+        out["feed_latency_ns"] = int(round(feed_latency_ms * 1e6))
+    return out
+
+
+def _instrument_override(inverse, contract_size) -> dict:
+    return {k: v for k, v in (("inverse", inverse), ("contract_size", contract_size)) if v is not None}
+
+
+def _load_with_override(files, fmt, options, override, sequence: bool):
+    """One source from FILES (a sequence when asked or when they are several days), with the
+    instrument override applied."""
+    from .data.instruments import apply_override
+    from .data.sequence import EventSequence
+
+    if sequence:
+        return EventSequence(list(files), format=fmt, options=options, instrument=override or None,
+                             key="FILES").load()
+    from .data.loader import load_events
+
+    events = load_events(list(files) if len(files) > 1 else files[0], format=fmt, **options)
+    return apply_override(events, override, "--inverse/--contract-size")
+
+
 @data.command("inspect")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["binance", "tardis", "hftbacktest", "mmsweep"]),
@@ -109,17 +152,24 @@ def _reader_options(tick_size, lot_size, symbol) -> dict:
 @click.option("--lot-size", type=_POSITIVE, help="Quantity lot (default: from the data or inferred).")
 @click.option("--symbol", help="Symbol to keep when a file holds several.")
 @click.option("--merge", is_flag=True, help="Merge the Tardis files into one source (trades + book/quotes).")
+@click.option("--sequence", is_flag=True,
+              help="FILES (or quoted globs) are one instrument in time order: the book carries across files; "
+                   "report each file and the total.")
+@_source_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect_cmd(files, fmt, tick_size, lot_size, symbol, merge, as_json) -> None:
-    """Summarise FILES: span, counts by kind, tick/lot, feed latency, gaps, crossed book."""
+def inspect_cmd(files, fmt, tick_size, lot_size, symbol, merge, sequence, base_latency_ms, feed_latency_ms, inverse,
+                contract_size, as_json) -> None:
+    """Summarise FILES: span, counts by kind, tick/lot, accounting, feed latency, gaps, crossed book."""
     from .data.inspect import format_summary, summarize
     from .data.loader import load_events
 
     options = _reader_options(tick_size, lot_size, symbol)
-    groups = [list(files)] if merge else [[f] for f in files]
+    options.update(_latency_options(base_latency_ms, feed_latency_ms))
+    override = _instrument_override(inverse, contract_size)
+    groups = [list(files)] if (merge or sequence) else [[f] for f in files]
     out = []
     for group in groups:
-        events = load_events(group if len(group) > 1 else group[0], format=fmt, **options)
+        events = _load_with_override(group, fmt, options, override, sequence)
         summary = summarize(events)
         out.append(summary)
         if not as_json:
@@ -163,14 +213,17 @@ def synth_cmd(hours, seed, lead_lag_ms, out_dir) -> None:
               help="A book unchanged for longer than this (s) is stale at a decision: such rows are flagged.")
 @click.option("--on-stale", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
               help="What a stale source does: a warning, or an error.")
+@_source_options
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Also write the frames to this .npz.")
 def frames_cmd(files, interval_ms, latency_ms, latency_file, features, tick_size, lot_size, symbol, stale_after_s,
-               on_stale, out) -> None:
-    """Build (or load from cache) the decision frames of FILES and print their summary."""
-    from .data.loader import load_events
+               on_stale, base_latency_ms, feed_latency_ms, inverse, contract_size, out) -> None:
+    """Build (or load from cache) the decision frames of FILES (one instrument: several files are
+    merged (Tardis/archive files of a day) or read as a sequence in time order) and print their summary."""
     from .frames import FrameSpec, LatencySpec, build_frames, save_frames
 
-    events = load_events(list(files) if len(files) > 1 else files[0], **_reader_options(tick_size, lot_size, symbol))
+    options = _reader_options(tick_size, lot_size, symbol)
+    options.update(_latency_options(base_latency_ms, feed_latency_ms))
+    events = _load_with_override(files, None, options, _instrument_override(inverse, contract_size), False)
     latency = LatencySpec(entry_ns=int(round(latency_ms * 1e6)))
     if latency_file:
         from .data.hftnpz import read_order_latency
@@ -239,12 +292,27 @@ def _print_frames(frames) -> None:
 @click.option("--data", "data_file", type=click.Path(dir_okay=False, exists=True),
               help="A YAML file whose `data` section replaces the experiment's (e.g. "
                    "experiments/data/binance_btcusdt.yaml: the real sample); the run is named <name>-<file stem>.")
-def run_cmd(experiment, out_root, resume, top, data_file) -> None:
+@click.option("--inverse/--linear", default=None,
+              help="The quoted instrument's accounting (overrides the experiment's and what the data says).")
+@click.option("--contract-size", type=_POSITIVE, default=None,
+              help="The quoted instrument's contract size, quote currency per contract (inverse).")
+def run_cmd(experiment, out_root, resume, top, data_file, inverse, contract_size) -> None:
     """Sweep EXPERIMENT (a YAML file) and write its run folder."""
     from .config import load_experiment
     from .datafile import load_with_data
 
     exp = load_with_data(experiment, data_file) if data_file else load_experiment(experiment)
+    override = _instrument_override(inverse, contract_size)
+    if override:
+        import dataclasses
+
+        data = exp.data
+        merged = {**(data.instrument or {}), **((data.files or {}).get(data.quoted).instrument
+                                                if data.files and data.files[data.quoted].instrument else {}),
+                  **override}
+        files = (None if data.files is None else
+                 {n: (dataclasses.replace(f, instrument=None) if n == data.quoted else f) for n, f in data.files.items()})
+        exp = dataclasses.replace(exp, data=dataclasses.replace(data, instrument=merged, files=files))
     _run_and_report(exp, out_root, resume, top)
 
 
@@ -257,8 +325,10 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
     start = time.perf_counter()
     run_dir = run_experiment(exp, out_root=out_root, resume=resume, log=lambda m: click.echo(m, err=True))
     results = pl.read_parquet(run_dir / "results.parquet")
+    units = _units_line(run_dir)
     click.echo(f"\n{results.height:,} lanes in {time.perf_counter() - start:.1f} s; "
-               f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by {describe(exp)}:")
+               f"{int(results['feasible'].sum()):,} meet the constraints. Top {top} by {describe(exp)}"
+               + (f" ({units})" if units else "") + ":")
     click.echo(top_table(results, exp, top))
     _print_findings(run_dir, results, exp)
     if exp.provenance is not None:  # an exported experiment: say whether it reproduced
@@ -269,6 +339,15 @@ def _run_and_report(exp, out_root, resume, top) -> Path:
             click.echo("\n" + (click.style(note, fg="yellow") if note.startswith("warning") else note))
     click.echo(f"\nrun folder: {run_dir} (results.parquet, config.json, manifest.json)")
     return run_dir
+
+
+def _units_line(run_dir: Path) -> str:
+    """``PnL in ETH, positions in contracts of 10 USD`` from the run's manifest (empty if none)."""
+    try:
+        units = json.loads((run_dir / "manifest.json").read_text()).get("units") or {}
+    except (OSError, ValueError):
+        return ""
+    return f"PnL in {units['pnl']}, positions in {units['qty']}" if units.get("pnl") else ""
 
 
 def _print_findings(run_dir: Path, results, exp) -> None:

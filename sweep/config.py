@@ -195,10 +195,16 @@ class FileSource:
     tick_size: float | None = None
     lot_size: float | None = None
     symbol: str | None = None
+    # a file sequence / instrument facts (datasource.py, data/sequence.py, data/instruments.py)
+    instrument: dict[str, Any] | None = None  # {inverse: bool, contract_size: quote ccy per contract}
+    base_latency_ns: int | None = None  # Binance captures: smallest feed latency after the clock fix
+    feed_latency_ns: int | None = None  # Binance archives: the assumed feed latency (no receive times)
+    snapshot: str | None = None  # hftbacktest .npz: initial snapshot applied before the first file
 
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in (("tick_size", self.tick_size), ("lot_size", self.lot_size),
-                                  ("symbol", self.symbol)) if v is not None}
+                                  ("symbol", self.symbol), ("base_latency_ns", self.base_latency_ns),
+                                  ("feed_latency_ns", self.feed_latency_ns)) if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +218,7 @@ class DataConfig:
     files: dict[str, FileSource] | None = None
     stale_after_s: float = 60.0  # a book unchanged this long (s) is stale at a decision
     on_stale: str = "warn"  # warn | error
+    instrument: dict[str, Any] | None = None  # the quoted instrument's override: inverse, contract_size
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -226,17 +233,18 @@ class DataConfig:
         return tuple(n for n in self.instruments if n != self.quoted)
 
     def load(self):
-        """``(quoted events, {signal name: events})``: generate or read the market."""
-        if self.files is None:
-            from .data.synthetic import SynthConfig, synthetic_market
+        """``(quoted events, {signal name: events})``: generate or read the market (a sequence of
+        files or synthetic days joined in memory; see :mod:`mmsweep.sweep.datasource`)."""
+        from .datasource import load
 
-            market = synthetic_market(SynthConfig(**self.synthetic))
-        else:
-            from .data.loader import load_events
+        return load(self)
 
-            market = {name: load_events(list(f.paths) if len(f.paths) > 1 else f.paths[0], format=f.format,
-                                        **f.options()) for name, f in self.files.items()}
-        return market[self.quoted], {n: market[n] for n in self.signals}
+    @property
+    def streamed(self) -> bool:
+        """A sequence of pieces (several files, synthetic days): frames are built into a store."""
+        from .datasource import is_streamed
+
+        return is_streamed(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +410,7 @@ class Run:
     out: str = "runs"
     max_levels: int | None = None  # order slots per side; None = the widest lane's n_levels
     backend: str = "auto"  # BACKENDS; "auto": numba on a CPU, jax on a GPU
+    time_chunk_rows: int | None = None  # frame rows per kernel call (state carried); None = a part at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -771,8 +780,16 @@ def _parse_synthetic(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
     from .data.synthetic import SynthConfig
 
     fields = _synthetic_fields()
-    sec = _Section(ctx, raw, key, list(fields), "synthetic market settings")
+    sec = _Section(ctx, raw, key, list(fields) + ["days", "piece_hours"], "synthetic market settings")
     out = {}
+    # days: a market of that many days generated day by day and piece by piece (data/synthetic_stream.py)
+    if sec.has("days"):
+        out["days"] = sec.number("days", None, what="days of synthetic market, generated piece by piece", low=0,
+                                 open_low=True, high=3660)
+        out["piece_hours"] = sec.number("piece_hours", 1.0, what="hours of events generated at a time", low=0,
+                                        open_low=True, high=744)
+        if sec.has("hours"):
+            raise ctx.fail(sec.k("hours"), "give hours or days, not both")
     for name, default in fields.items():
         what = f"SynthConfig.{name}"
         if isinstance(default, bool):
@@ -782,35 +799,86 @@ def _parse_synthetic(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
         else:
             out[name] = sec.number(name, default, what=what)
     try:
-        SynthConfig(**out)
+        SynthConfig(**{k: v for k, v in out.items() if k not in ("days", "piece_hours")})
     except InputError as exc:  # re-key SynthConfig's own checks to the YAML key
         raise ctx.fail(_join(key, exc.key) if exc.key else key, exc.message) from None
     return out
 
 
+def _paths(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
+    """A file, a glob (sorted by name) or a list of either, resolved and expanded."""
+    from .data.sequence import _GLOB_CHARS
+
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for i, item in enumerate(items):
+        k = _join(key, i) if isinstance(value, list) else key
+        if isinstance(item, str) and _GLOB_CHARS.search(item):
+            pattern = _path(ctx, k, item, must_exist=False)
+            if not Path(pattern).is_file():
+                import glob
+
+                hits = sorted(p for p in glob.glob(pattern) if Path(p).is_file())
+                if not hits:
+                    raise ctx.fail(k, f"the pattern {pattern} matches no file")
+                out += hits
+                continue
+            out.append(pattern)
+        else:
+            out.append(_path(ctx, k, item))
+    if len(set(out)) != len(out):
+        dup = next(p for p in out if out.count(p) > 1)
+        raise ctx.fail(key, f"the file {dup} is listed twice")
+    return tuple(out)
+
+
 def _parse_file_source(ctx: _Ctx, raw: Any, key: str) -> FileSource:
-    sec = _Section(ctx, raw, key, ("path", "format", "tick_size", "lot_size", "symbol"), "one instrument's files")
+    sec = _Section(ctx, raw, key, ("path", "format", "tick_size", "lot_size", "symbol", "instrument",
+                                   "base_latency_ms", "feed_latency_ms", "snapshot"), "one instrument's files")
     paths = sec.raw("path")
     if paths is None:
-        raise ctx.fail(sec.k("path"), "required (a data file, or a list of Tardis files of one symbol)")
-    if isinstance(paths, list):
-        if not paths:
-            raise ctx.fail(sec.k("path"), "the list of files is empty")
-        resolved = tuple(_path(ctx, _join(sec.k("path"), i), p) for i, p in enumerate(paths))
-    else:
-        resolved = (_path(ctx, sec.k("path"), paths),)
+        raise ctx.fail(sec.k("path"), "required (a data file, a glob, or a list of files of one instrument in time "
+                                      "order)")
+    if isinstance(paths, list) and not paths:
+        raise ctx.fail(sec.k("path"), "the list of files is empty")
+    resolved = _paths(ctx, sec.k("path"), paths)
+    fmt = sec.text("format", None, what="source format; default: detected", choices=FILE_FORMATS)
+    base = sec.number("base_latency_ms", None, what="Binance captures: the smallest feed latency after the clock "
+                      "correction, ms (0 = hftbacktest's converter)", low=0, high=MAX_LATENCY_MS)
+    feed = sec.number("feed_latency_ms", None, what="Binance archives: the feed latency to assume, ms", low=0,
+                      high=MAX_LATENCY_MS)
+    snapshot = sec.raw("snapshot")
     return FileSource(
         paths=resolved,
-        format=sec.text("format", None, what="source format; default: detected", choices=FILE_FORMATS),
+        format=fmt,
         tick_size=sec.number("tick_size", None, what="price increment, quote currency", low=0, open_low=True),
         lot_size=sec.number("lot_size", None, what="quantity increment, base units", low=0, open_low=True),
         symbol=sec.text("symbol", None, what="symbol to keep when a file holds several"),
+        instrument=_parse_instrument(ctx, sec.raw("instrument"), sec.k("instrument")),
+        base_latency_ns=None if base is None else _ms_to_ns(ctx, sec.k("base_latency_ms"), base),
+        feed_latency_ns=None if feed is None else _ms_to_ns(ctx, sec.k("feed_latency_ms"), feed),
+        snapshot=None if snapshot is None else _path(ctx, sec.k("snapshot"), snapshot),
     )
 
 
+def _parse_instrument(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any] | None:
+    """``instrument: {inverse: true, contract_size: 100}``: linear/inverse accounting and the
+    contract size (quote currency per contract), overriding what is inferred from the data."""
+    if raw is None:
+        return None
+    sec = _Section(ctx, raw, key, ("inverse", "contract_size"), "the instrument's accounting")
+    out: dict[str, Any] = {}
+    if sec.has("inverse"):
+        out["inverse"] = sec.boolean("inverse", False, what="coin-margined (inverse) contract: PnL in the coin")
+    if sec.has("contract_size"):
+        out["contract_size"] = sec.number("contract_size", None, what="quote currency per contract (inverse), or "
+                                          "per qty x price (linear)", low=0, open_low=True)
+    return out or None
+
+
 def _parse_data(ctx: _Ctx, raw: Any) -> DataConfig:
-    sec = _Section(ctx, raw, "data", ("source", "synthetic", "files", "quoted", "stale_after_s", "on_stale"),
-                   "the market data")
+    sec = _Section(ctx, raw, "data", ("source", "synthetic", "files", "quoted", "stale_after_s", "on_stale",
+                                      "instrument"), "the market data")
     source = sec.text("source", "synthetic", what="where the market comes from", choices=DATA_SOURCES)
     other = "files" if source == "synthetic" else "synthetic"
     if sec.has(other):
@@ -838,7 +906,12 @@ def _parse_data(ctx: _Ctx, raw: Any) -> DataConfig:
     stale_after_s = sec.number("stale_after_s", 60.0, what="a book unchanged this long is stale, s", low=0,
                                open_low=True, high=MAX_SPAN_S)
     on_stale = sec.text("on_stale", "warn", what="what a stale source does", choices=("warn", "error"))
-    return dataclasses.replace(cfg, quoted=quoted, stale_after_s=stale_after_s, on_stale=on_stale)
+    instrument = _parse_instrument(ctx, sec.raw("instrument"), sec.k("instrument"))
+    if instrument and cfg.files is not None and cfg.files[quoted].instrument:
+        raise ctx.fail(sec.k("instrument"), f"the quoted instrument's file entry ({quoted}) has an instrument section "
+                                            "already; give it in one place")
+    return dataclasses.replace(cfg, quoted=quoted, stale_after_s=stale_after_s, on_stale=on_stale,
+                               instrument=instrument)
 
 
 def _ms_to_ns(ctx: _Ctx, key: str, ms: float) -> int:
@@ -1355,8 +1428,11 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
 
 
 def _parse_run(ctx: _Ctx, raw: Any) -> Run:
-    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out", "max_levels", "backend"), "how the sweep runs")
+    sec = _Section(ctx, raw, "run", ("chunk_lanes", "dtype", "out", "max_levels", "backend", "time_chunk_rows"),
+                   "how the sweep runs")
     return Run(
+        time_chunk_rows=sec.integer("time_chunk_rows", None, what="frame rows per kernel call, the lane state "
+                                    "carried from one to the next (streamed sources: a store chunk)", low=1),
         chunk_lanes=sec.integer("chunk_lanes", 8192, what="lanes per device call", low=1),
         dtype=sec.text("dtype", "float32", what="kernel float type", choices=DTYPES),
         out=sec.text("out", "runs", what="folder of run folders, relative to the working directory"),
@@ -1501,8 +1577,15 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         data["files"] = {
             name: {"path": list(f.paths) if len(f.paths) > 1 else f.paths[0],
                    **{k: v for k, v in (("format", f.format), ("tick_size", f.tick_size), ("lot_size", f.lot_size),
-                                        ("symbol", f.symbol)) if v is not None}}
+                                        ("symbol", f.symbol), ("instrument", f.instrument),
+                                        ("base_latency_ms", None if f.base_latency_ns is None
+                                         else _num(f.base_latency_ns / 1e6)),
+                                        ("feed_latency_ms", None if f.feed_latency_ns is None
+                                         else _num(f.feed_latency_ns / 1e6)),
+                                        ("snapshot", f.snapshot)) if v is not None}}
             for name, f in d.files.items()}
+    if d.instrument:  # written only when set (older experiments keep their hash)
+        data["instrument"] = dict(d.instrument)
     latency = {"file": exp.latency.file} if exp.latency.file else {"entry_ms": _num(exp.latency.entry_ns / 1e6)}
     split = ({"train_end_ms": exp.split.train_end_ms} if exp.split.train_end_ms is not None
              else {"train_fraction": exp.split.train_fraction})
@@ -1533,7 +1616,8 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         # max_levels and provenance written only when set (older experiments keep their hash)
         # max_levels and backend only when set (older experiments keep their hash)
         "run": {k: v for k, v in dataclasses.asdict(exp.run).items()
-                if not (k == "max_levels" and v is None) and not (k == "backend" and v == "auto")},
+                if not (k == "max_levels" and v is None) and not (k == "backend" and v == "auto")
+                and not (k == "time_chunk_rows" and v is None)},
         **({"provenance": exp.provenance} if exp.provenance is not None else {}),
         **({"fit": exp.fit.to_dict()} if exp.fit is not None else {}),
     }

@@ -28,7 +28,14 @@ def _absolute_paths(data: dict, ctx) -> dict:
             continue  # the experiment's own validation names the problem
         paths = entry["path"]
         key = f"data.files.{name}.path"
-        entry["path"] = [_path(ctx, key, p) for p in paths] if isinstance(paths, list) else _path(ctx, key, paths)
+
+        def absolute(p):  # a glob is resolved against the data file's folder too, and expanded later
+            glob = isinstance(p, str) and any(c in p for c in "*?[")
+            return _path(ctx, key, p, must_exist=not glob)
+
+        entry["path"] = [absolute(p) for p in paths] if isinstance(paths, list) else absolute(paths)
+        if isinstance(entry.get("snapshot"), str):
+            entry["snapshot"] = _path(ctx, f"data.files.{name}.snapshot", entry["snapshot"])
     return out
 
 

@@ -2,6 +2,7 @@
 :mod:`mmsweep.replay` (same policy, same decision times, same features, same part bounds)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -30,6 +31,16 @@ def replay_config(exp, **overrides) -> ReplayConfig:
     return ReplayConfig(**kw)
 
 
+def with_instrument(config: ReplayConfig, instrument) -> ReplayConfig:
+    """``config`` accounting as the instrument does: an inverse instrument's PnL, fees and equity
+    in the coin (``inverse``, ``contract_size`` = the contract size), as the sweep kernel's.  A
+    linear instrument with multiplier 1 leaves ``config`` as given."""
+    if instrument is None or not (getattr(instrument, "inverse", False) or instrument.contract_multiplier != 1.0):
+        return config
+    return dataclasses.replace(config, inverse=bool(instrument.inverse),
+                               contract_size=float(instrument.contract_multiplier))
+
+
 def part_window(prep, part: str) -> tuple[np.ndarray, int, np.ndarray]:
     """Decision times, end time and feature rows of a part (``train`` / ``test``)."""
     from .run import part_bounds
@@ -47,9 +58,9 @@ def replay_lanes(prep, lanes: np.ndarray, part: str = "train", config: ReplayCon
     """Replay lanes (indices into the sweep's lane table) on one part; returns the record and
     the metrics (the sweep's metric names)."""
     exp = prep.experiment
-    config = config or replay_config(exp)
     if prep.quoted is None:
         raise ValueError("the prepared experiment holds no events (prepare() keeps them)")
+    config = with_instrument(config or replay_config(exp), prep.quoted.instrument)
     lanes = np.asarray(lanes, np.int64)
     params = {k: np.asarray(v, np.float64)[lanes] for k, v in prep.lanes.items()}
     decision_ts, end_ts, features = part_window(prep, part)

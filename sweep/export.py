@@ -431,13 +431,16 @@ def _instrument_facts(run: RunFolder) -> dict[str, Any]:
 
     quote, qty = currency_units(inst.get("symbol", ""))
     inverse = bool(inst.get("inverse", False))
+    units = ({"tick_size": f"{quote} per tick", "lot_size": "contracts per lot",
+              "contract_multiplier": f"{quote} per contract", "Q": qty} if inverse else
+             {"tick_size": f"{quote} per tick", "lot_size": f"{qty} per lot",
+              "contract_multiplier": f"{quote} per (qty x price)", "Q": quote})
     return {
         "symbol": inst.get("symbol"), "venue": inst.get("venue", ""),
         "tick_size": inst.get("tick_size"), "lot_size": inst.get("lot_size"),
         "contract_multiplier": inst.get("contract_multiplier", 1.0),
-        "accounting": "inverse (in the base coin)" if inverse else "linear (in the quote currency)",
-        "units": {"tick_size": f"{quote} per tick", "lot_size": f"{qty} per lot",
-                  "contract_multiplier": f"{quote} per (qty x price)", "Q": quote},
+        "accounting": f"inverse (in the coin, {qty})" if inverse else f"linear (in the quote currency, {quote})",
+        "units": units,
     }
 
 

@@ -22,12 +22,20 @@ Feature specs are small dicts (as they appear in an experiment YAML)::
                                                          # 0 when no trade in the window
 
 ``instrument`` defaults to the quoted instrument.
+
+Windowed sums (``rolling_return``, ``realized_vol``, ``trade_imbalance``) are computed from prefix
+sums that restart at absolute time blocks (multiples of ``B`` intervals since the epoch, ``B`` the
+smallest power of two at least the window): a value depends only on the rows in its window and
+their block, never on where the frame grid started, so frames built in time pieces
+(:mod:`mmsweep.sweep.frames_store`) equal frames built at once, bit for bit.  A window holding a
+row with no mid (a one-sided book) is NaN (a warm-up row); the rows after it are not affected.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+import numba
 import numpy as np
 
 from .errors import InputError
@@ -129,18 +137,92 @@ def _shift(x: np.ndarray, rows: int, fill: float = np.nan) -> np.ndarray:
     return out
 
 
+def block_rows(window: int) -> int:
+    """Rows per anchoring block of a windowed sum over ``window`` rows: the smallest power of two
+    at least the window (see the module docstring)."""
+    return 1 << max(0, int(window) - 1).bit_length()
+
+
+def lookback_rows(spec: "FeatureSpec", interval_ns: int) -> int:
+    """Decision rows before a row that its value depends on (its window, shift and anchoring
+    block): frames built in pieces carry this much context."""
+    if spec.kind == "mid_return":
+        return _rows(spec.lag_s, interval_ns, spec, "lag_s")
+    if spec.kind in ("rolling_return", "realized_vol", "trade_imbalance"):
+        window = _rows(spec.window_s, interval_ns, spec, "window_s")
+        shift = _rows(spec.shift_s, interval_ns, spec, "shift_s") if spec.kind == "rolling_return" else 0
+        return window + shift + block_rows(window) + 2
+    return 0
+
+
+@numba.njit(cache=True)
+def _block_prefix(x, block):
+    """Prefix sums of ``x`` restarting wherever ``block`` changes."""
+    out = np.empty(x.shape[0], np.float64)
+    acc = 0.0
+    for i in range(x.shape[0]):
+        if i == 0 or block[i] != block[i - 1]:
+            acc = 0.0
+        acc += x[i]
+        out[i] = acc
+    return out
+
+
+def _window_sum(x: np.ndarray, sample_ts: np.ndarray, interval_ns: int, window: int) -> np.ndarray:
+    """``sum(x[t - window + 1 .. t])`` for every row ``t >= window - 1`` (NaN before), from prefix
+    sums anchored at absolute blocks (module docstring); NaN where the window holds a NaN."""
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    out = np.full(n, np.nan)
+    if window > n or n == 0:
+        return out
+    size = block_rows(window)
+    block = np.asarray(sample_ts, np.int64) // (int(interval_ns) * size)
+    bad = ~np.isfinite(x)
+    prefix = _block_prefix(np.where(bad, 0.0, x), block)
+    nbad = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])  # integers: exact from any origin
+    t = np.arange(window - 1, n)
+    j = t - window  # the row before the window (-1: a virtual row of sum 0 in row 0's block)
+    pj = np.where(j >= 0, prefix[np.maximum(j, 0)], 0.0)
+    bj = np.where(j >= 0, block[np.maximum(j, 0)], block[0])
+    last_of_bj = np.searchsorted(block, bj, side="right") - 1
+    same = bj == block[t]
+    total = np.where(same, prefix[t] - pj, prefix[t] + (prefix[last_of_bj] - pj))
+    out[window - 1:] = np.where(nbad[t + 1] - nbad[t + 1 - window] > 0, np.nan, total)
+    return out
+
+
+def _time_prefix(ts: np.ndarray, values: np.ndarray, block_ns: int, at: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` of the events with ``ts`` in ``[block start of at, at]`` (``ts`` sorted)."""
+    prefix = _block_prefix(values, ts // block_ns) if len(ts) else np.zeros(0)
+    idx = np.searchsorted(ts, at, side="right") - 1
+    ok = (idx >= 0) & (ts[np.maximum(idx, 0)] // block_ns == at // block_ns) if len(ts) else np.zeros(len(at), bool)
+    return np.where(ok, prefix[np.maximum(idx, 0)] if len(ts) else 0.0, 0.0)
+
+
+def _time_window_sum(ts: np.ndarray, values: np.ndarray, t: np.ndarray, span_ns: int, block_ns: int) -> np.ndarray:
+    """Sum of ``values`` over the events with ``ts`` in ``(t - span, t]``, anchored at absolute
+    time blocks of ``block_ns >= span`` (so independent of where ``ts`` starts)."""
+    lo = t - span_ns
+    q_t = _time_prefix(ts, values, block_ns, t)
+    q_lo = _time_prefix(ts, values, block_ns, lo)
+    block_end = (lo // block_ns + 1) * block_ns - 1  # the last ns of lo's block
+    total_lo = _time_prefix(ts, values, block_ns, block_end)
+    same = lo // block_ns == t // block_ns
+    return np.where(same, q_t - q_lo, q_t + (total_lo - q_lo))
+
+
 def _trade_imbalance(view: dict[str, np.ndarray], window: int, interval_ns: int) -> np.ndarray:
     """Signed aggressor volume over the trades with ``local_ts`` in ``(t - window, t]`` divided by
     their total volume; NaN for the first ``window`` rows (warm-up)."""
     t = np.asarray(view["sample_ts"], np.int64)
     ts = np.asarray(view["trade_ts"], np.int64)
-    signed = np.concatenate([[0.0], np.cumsum(view["trade_side"] * view["trade_qty"])])
-    total = np.concatenate([[0.0], np.cumsum(view["trade_qty"])])
-    hi = np.searchsorted(ts, t, side="right")
-    lo = np.searchsorted(ts, t - window * interval_ns, side="right")
-    vol = total[hi] - total[lo]
+    block_ns = int(interval_ns) * block_rows(window)
+    signed = _time_window_sum(ts, np.asarray(view["trade_side"] * view["trade_qty"], np.float64), t,
+                              window * interval_ns, block_ns)
+    vol = _time_window_sum(ts, np.asarray(view["trade_qty"], np.float64), t, window * interval_ns, block_ns)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(vol > 0, (signed[hi] - signed[lo]) / vol, 0.0)
+        out = np.where(vol > 0, signed / vol, 0.0)
     out[:window] = np.nan
     return out
 
@@ -161,19 +243,14 @@ def compute_feature(spec: FeatureSpec, view: dict[str, np.ndarray], interval_ns:
     if spec.kind == "rolling_return":
         window = _rows(spec.window_s, interval_ns, spec, "window_s")
         shift = _rows(spec.shift_s, interval_ns, spec, "shift_s")
-        csum = np.concatenate([[0.0], np.cumsum(mid)])
-        mean = np.full_like(mid, np.nan)
-        if window <= len(mid):
-            mean[window - 1:] = (csum[window:] - csum[:-window]) / window
+        mean = _window_sum(mid, view["sample_ts"], interval_ns, window) / window
         return _shift(mid / mean - 1.0, shift)
     if spec.kind == "realized_vol":
         window = _rows(spec.window_s, interval_ns, spec, "window_s")
         step = np.log(mid / _shift(mid, 1))
         sq = np.where(np.isfinite(step), step * step, 0.0)
-        csum = np.concatenate([[0.0], np.cumsum(sq)])
-        out = np.full_like(mid, np.nan)
-        if window < len(mid):
-            out[window:] = np.sqrt((csum[window + 1:] - csum[1:-window]) / window / (interval_ns / 1e9))
+        out = np.sqrt(_window_sum(sq, view["sample_ts"], interval_ns, window) / window / (interval_ns / 1e9))
+        out[:window] = np.nan
         return out
     levels = spec.levels
     bid_q = view["bid_qty"][:, :levels]

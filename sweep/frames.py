@@ -356,8 +356,11 @@ def _forward_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def cache_key(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> str:
     """Content hash of everything that determines the frames."""
+    from .codehash import code_digest
+
     h = hashlib.sha256()
     h.update(f"frames-v{FRAMES_VERSION}".encode())
+    h.update(code_digest().encode())  # the builder's code: a change to it never serves stale frames
     for name, ev in [("", quoted)] + sorted(signals.items()):
         h.update(name.encode())
         h.update(json.dumps(dataclasses.asdict(ev.instrument), sort_keys=True).encode())

@@ -67,7 +67,7 @@ def analyse_lanes(prep, lanes: Sequence[int], *, exact: bool = True, processes: 
     """
     from ..kernels.scan import run_lanes
     from ..replay import build_data
-    from .exact import replay_config, replay_lanes
+    from .exact import replay_config, replay_lanes, with_instrument
     from .run import METRIC_COLUMNS, part_bounds
 
     lanes = np.asarray(lanes, np.int64)
@@ -75,7 +75,7 @@ def analyse_lanes(prep, lanes: Sequence[int], *, exact: bool = True, processes: 
     inst = prep.quoted.instrument
     tick = inst.tick_size
     cm = inst.contract_multiplier
-    config = replay_config(exp, processes=processes or 1) if exact else None
+    config = with_instrument(replay_config(exp, processes=processes or 1), prep.quoted.instrument) if exact else None
     data = build_data(prep.quoted.table, tick, inst.lot_size) if exact else None
     mids = pnl.exchange_mids(prep.quoted) if exact else None
     kernel_dtype = np.float32 if prep.config.dtype.__name__ == "float32" else np.float64
@@ -90,7 +90,8 @@ def analyse_lanes(prep, lanes: Sequence[int], *, exact: bool = True, processes: 
         fm = {m: np.asarray(out[m], np.float64) for m in METRIC_COLUMNS}
         eq, pos = np.asarray(out["equity"], np.float64), np.asarray(out["position"], np.float64)
         detail = PartDetail(ts, mid, eq, pos, fm, [
-            pnl.decompose_record(eq[i], pos[i], mid, fm["Fees"][i], contract_multiplier=cm) for i in range(len(lanes))])
+            pnl.decompose_record(eq[i], pos[i], mid, fm["Fees"][i], contract_multiplier=cm, inverse=inst.inverse)
+            for i in range(len(lanes))])
         if exact:
             log(f"exact engine: {len(lanes)} lane(s), {part} part")
             with warnings.catch_warnings():

@@ -25,12 +25,25 @@ _FRONTIER = "#9467bd"
 
 def currency_units(symbol: str) -> tuple[str, str]:
     """``(quote currency, qty unit)`` of an exchange symbol: ``BTCUSDT`` -> ``("USDT", "BTC")``;
-    generic names when the symbol does not end with a known quote currency."""
-    sym = (symbol or "").upper().replace("-", "").replace("_", "").replace("/", "")
-    for quote in _QUOTES:
-        if sym.endswith(quote) and len(sym) > len(quote):
-            return quote, sym[: -len(quote)]
+    generic names when the symbol does not end with a known quote currency.  COIN-M, Deribit and
+    BitMEX symbols are recognised too (``ETHUSD_PERP`` -> ``("USD", "ETH")``); for an inverse
+    contract the PnL currency is the second (:func:`mmsweep.sweep.data.instruments.units`)."""
+    from .data.instruments import currencies
+
+    base, quote = currencies(symbol)
+    if base and quote:
+        return quote, base
     return "quote ccy", "qty units"
+
+
+def pnl_units(instrument: dict) -> tuple[str, str]:
+    """``(currency of PnL, qty unit)`` of a manifest's instrument: the quote currency and the
+    coin for linear contracts (``("USDT", "BTC")``), the coin and contracts for inverse ones
+    (``("ETH", "contracts")`` for ETHUSD_PERP)."""
+    quote, qty = currency_units((instrument or {}).get("symbol", ""))
+    if (instrument or {}).get("inverse"):
+        return (qty if qty != "qty units" else "coin"), "contracts"
+    return quote, qty
 
 
 def _figure(width: float, height: float):

@@ -408,7 +408,7 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
 
     from . import diagnostics
     from .lane_detail import analyse_lanes
-    from .report import currency_units
+    from .report import pnl_units
     from .run import prepare
 
     started = time.perf_counter()
@@ -425,7 +425,7 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
     work.mkdir()
     try:
         inst = manifest.get("data", {}).get("instrument", {})
-        quote, qty_unit = currency_units(inst.get("symbol", ""))
+        quote, qty_unit = pnl_units(inst)  # inverse contracts: PnL in the coin, qty in contracts
         units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year)
         metric_label = f"{metric} ({units[metric]})" if metric in units else metric
         land = _landscape_figures(work, exp, results, lanes, metric_label)
@@ -603,7 +603,7 @@ def show_lane(run_dir: str | os.PathLike, lane: int, *, out_dir: str | os.PathLi
     """One lane's stats table (text) and its plots (curves, markouts, decomposition) in
     ``out_dir`` (default ``RUN_DIR/lanes``)."""
     from .lane_detail import analyse_lanes
-    from .report import currency_units
+    from .report import pnl_units
     from .run import prepare
 
     run_dir = Path(run_dir)
@@ -612,7 +612,7 @@ def show_lane(run_dir: str | os.PathLike, lane: int, *, out_dir: str | os.PathLi
         raise InputError(f"lane {lane} is not in this run (lanes 0..{results.height - 1})", key="lane")
     prep = prepare(exp, log=log)
     details = analyse_lanes(prep, [lane], exact=exact, log=log)
-    quote, qty_unit = currency_units(manifest.get("data", {}).get("instrument", {}).get("symbol", ""))
+    quote, qty_unit = pnl_units(manifest.get("data", {}).get("instrument", {}))
     units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year)
     out = Path(out_dir) if out_dir is not None else run_dir / "lanes"
     out.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,10 @@ def experiment_hash(exp) -> str:
 def _split_rows(frames, split) -> int:
     n = len(frames)
     if split.train_end_ms is not None:
-        cut = int(np.searchsorted(frames["local_ts"], split.train_end_ms * 1_000_000, side="left"))
+        if hasattr(frames, "rows_before"):  # a frames store: its rows are one regular grid
+            cut = frames.rows_before(split.train_end_ms * 1_000_000)
+        else:
+            cut = int(np.searchsorted(frames["local_ts"], split.train_end_ms * 1_000_000, side="left"))
     else:
         cut = int(math.floor(n * (split.train_fraction if split.train_fraction is not None else 1.0)))
     if cut < 2:
@@ -124,14 +127,21 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     from .grids import build_lanes
 
     t0 = time.perf_counter()
-    quoted, signals = exp.data.load()
-    log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events) + {len(signals)} signal instrument(s) "
-        f"[{time.perf_counter() - t0:.1f} s]")
-    t1 = time.perf_counter()
     spec = exp.frame_spec()
-    frames = build_frames(quoted, spec, signals=signals)
-    log(f"frames: {len(frames):,} rows ({'cache hit' if frames.meta['cache_hit'] else 'built'}) "
-        f"[{time.perf_counter() - t1:.1f} s]")
+    streamed = exp.data.streamed
+    if streamed:  # a file sequence or synthetic days: frames built piece by piece into a store
+        from .datasource import stream_frames
+
+        frames, quoted = stream_frames(exp, log=log)
+        signals = {n: _Source(src) for n, src in frames.meta.get("signals", {}).items()}
+    else:
+        quoted, signals = exp.data.load()
+        log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events) + {len(signals)} signal instrument(s) "
+            f"[{time.perf_counter() - t0:.1f} s]")
+        t1 = time.perf_counter()
+        frames = build_frames(quoted, spec, signals=signals)
+        log(f"frames: {len(frames):,} rows ({'cache hit' if frames.meta['cache_hit'] else 'built'}) "
+            f"[{time.perf_counter() - t1:.1f} s]")
     static = dict(exp.strategy.static) if getattr(exp.strategy, "static", None) else None
     missing = set(required_features(exp.strategy.policy, static)) - set(frames.feature_names)
     if missing:
@@ -144,7 +154,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     inst = frames.instrument
     lanes = build_lanes(exp)
     max_levels = kernel_max_levels(exp, lanes)
-    base_tick = int(np.median(frames["bid"]))
+    base_tick = frames.median_bid() if streamed else int(np.median(frames["bid"]))
     market = Market(inst.tick_size, inst.lot_size, base_tick, tuple(frames.feature_names), interval_s,
                     max_levels)
     # What stays constant over every decision of these lanes lets the kernel take exact shortcuts
@@ -152,17 +162,24 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     invariants = lane_invariants(exp.strategy.policy, lanes)
     config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
                           inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype,
-                          constant_size=invariants.constant_size, constant_step=invariants.constant_step)
+                          constant_size=invariants.constant_size, constant_step=invariants.constant_step,
+                          inverse=inst.inverse)  # inverse: PnL, fees and equity in the coin
     backend = resolve_backend(exp.run.backend)
-    rows = rebase_frames(frames, base_tick, dtype)
+    rows = None if streamed else rebase_frames(frames, base_tick, dtype)
     bounds = part_bounds(frames, exp.split)
     cut = bounds["train"][1]
     parts, configs = {}, {}
     for part, (lo, hi) in bounds.items():
-        parts[part] = _slice_rows(rows, lo, hi)
+        if streamed:
+            from .timechunks import StoreRows
+
+            parts[part] = StoreRows(frames, lo, hi, base_tick, dtype)
+        else:
+            parts[part] = _slice_rows(rows, lo, hi)
         metrics = make_metrics_config(
             interval_ns=spec.interval_ns, resample_ns=int(round(exp.metrics.resample_s * 1e9)),
-            book_size=exp.metrics.book_size, first_row_ns=int(frames["local_ts"][lo]),
+            book_size=exp.metrics.book_size, first_row_ns=int(frames.local_ts_at(lo) if streamed else
+                                                               frames["local_ts"][lo]),
             trading_days_per_year=exp.metrics.trading_days_per_year, contract_multiplier=inst.contract_multiplier)
         configs[part] = config._replace(metrics=metrics)
     manifest = {
@@ -170,7 +187,7 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "data": {"quoted": quoted.source, "signals": {k: v.source for k, v in signals.items()},
                  "instrument": dataclasses.asdict(inst), "reader_meta": _jsonable(quoted.meta)},
         "frames": {"cache_key": frames.meta.get("cache_key"), "rows": len(frames), "train_rows": cut,
-                   "meta": _jsonable(frames.meta), "feature_names": frames.feature_names},
+                   "meta": _jsonable({k: v for k, v in frames.meta.items() if k != "bid_hist"}), "feature_names": frames.feature_names},
         "versions": _versions(),
         "devices": [str(d) for d in jax.devices()],
         "host": platform.node(),
@@ -178,7 +195,20 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         "kernel": {"max_levels": max_levels, "base_tick": base_tick, "dtype": exp.run.dtype, "backend": backend,
                    **invariants._asdict()},
     }
+    from .timechunks import describe_run, warn_zero_size
+
+    manifest.update(describe_run(exp, frames, streamed))
+    zero = warn_zero_size(exp, config, lanes, frames, parts["train"], base_tick)
+    if zero:
+        manifest["zero_size_lanes"] = zero
     return Prepared(exp, frames, config, parts, configs, lanes, manifest, quoted, backend)
+
+
+class _Source:
+    """A signal instrument of a streamed source: its name only (the events stay on disk)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
 
 
 def _jsonable(obj):
@@ -214,12 +244,17 @@ def run_chunk(prep: Prepared, lo: int, hi: int) -> "Any":
     dtype = np.float32 if np.dtype(prep.config.dtype) == np.float32 else np.float64
     table: dict[str, Any] = {"lane": np.arange(lo, hi, dtype=np.int64)}
     table.update({k: np.asarray(v[lo:hi]) for k, v in prep.lanes.items()})
+    from .timechunks import chunked, run_part_chunked
+
     if prep.backend == "numba":
         from ..kernels.numba_backend import run_lanes_numba
 
         params = {k: np.asarray(v[lo:hi], dtype) for k, v in prep.lanes.items()}
         for part, rows in prep.parts.items():
-            out = run_lanes_numba(params, _host_rows(prep, part), prep.configs[part])
+            if chunked(prep, part):  # time chunk by time chunk, the lane state carried
+                out = run_part_chunked(prep, part, params, run_lanes_numba, host=True)
+            else:
+                out = run_lanes_numba(params, _host_rows(prep, part), prep.configs[part])
             for column in METRIC_COLUMNS:
                 table[f"{part}_{column}"] = np.asarray(out[column], np.float64)
         return pl.DataFrame(table)
@@ -238,7 +273,10 @@ def run_chunk(prep: Prepared, lo: int, hi: int) -> "Any":
         arr = np.asarray(chunk, dtype)
         params[k] = jax.device_put(arr, sharding) if sharding is not None else arr
     for part, rows in prep.parts.items():
-        out = run_lanes(params, rows, prep.configs[part])
+        if chunked(prep, part):  # the next chunk's upload is dispatched while this one scans
+            out = run_part_chunked(prep, part, params, run_lanes, host=False)
+        else:
+            out = run_lanes(params, rows, prep.configs[part])
         for column in METRIC_COLUMNS:
             table[f"{part}_{column}"] = np.asarray(out[column], np.float64)[:n]
     return pl.DataFrame(table)
@@ -404,7 +442,7 @@ def _run_locked(exp, run_dir: Path, resume: bool, log, progress, max_chunks) -> 
         lanes_done = sum(min(total, (j + 1) * chunk) - j * chunk for j in range(n_chunks) if j in done) + sum(
             x["lanes"] for x in timings)
         rate = (hi - lo) / elapsed
-        steps = rate * sum(len(p["index"]) for p in prep.parts.values())
+        steps = rate * sum(len(p) if not isinstance(p, dict) else len(p["index"]) for p in prep.parts.values())
         remaining = (total - lanes_done) / max(rate, 1e-9)
         progress(f"  chunk {i + 1}/{n_chunks}: {lanes_done:,}/{total:,} lanes, {rate:,.0f} lanes/s "
                  f"({steps / 1e6:,.1f} M lane-steps/s), ETA {remaining:,.0f} s")
@@ -430,7 +468,7 @@ def top_table(results, exp, n: int = 10) -> str:
     if "score" in results.columns:  # the ranking statistic when it is not the train objective
         cols.insert(2 + len(params), "score")
     top = results.filter(pl.col("feasible") & pl.col("rank").is_not_null()).sort("rank").head(n)
-    top = top.select([c for c in cols if c in results.columns])
+    top = top.select([c for c in dict.fromkeys(cols) if c in results.columns])  # objective PnL: listed once
     if top.height == 0:
         return "no lane meets the constraints"
     header = " ".join(f"{c:>14}" for c in top.columns)

@@ -377,9 +377,10 @@ def _strategy(hbt, decision_ts, first_ts, tick_size, lot_size, half_spread, skew
 
 
 def _build(hbt_mod, data, latency, *, tick_size, lot_size, entry_latency_ns, response_latency_ns, queue,
-           queue_n, partial_fill, maker_fee, taker_fee):
-    asset = (hbt_mod.BacktestAsset().data(data).linear_asset(1.0).tick_size(tick_size).lot_size(lot_size)
-             .trading_value_fee_model(maker_fee, taker_fee))
+           queue_n, partial_fill, maker_fee, taker_fee, inverse_contract_size=None):
+    asset = hbt_mod.BacktestAsset().data(data)
+    asset = (asset.linear_asset(1.0) if inverse_contract_size is None else asset.inverse_asset(inverse_contract_size))
+    asset = asset.tick_size(tick_size).lot_size(lot_size).trading_value_fee_model(maker_fee, taker_fee)
     if latency is None:
         asset = asset.constant_order_latency(int(entry_latency_ns), int(response_latency_ns))
     else:
@@ -402,7 +403,8 @@ def run_hbt_grid(npz_path, *, decision_ts, tick_size, lot_size,
                  half_spread, skew, grid_interval, n_levels, order_qty, max_position,
                  entry_latency_ns=10_000_000, response_latency_ns=10_000_000, latency_npz=None,
                  queue="power", queue_n=2.0,
-                 partial_fill=False, maker_fee=-0.00005, taker_fee=0.0007, max_levels=5) -> dict:
+                 partial_fill=False, maker_fee=-0.00005, taker_fee=0.0007, max_levels=5,
+                 inverse_contract_size: float | None = None) -> dict:
     """Run hftbacktest 2.4.4 with our grid policy (absolute ticks) and return records and fills.
 
     Args:
@@ -412,6 +414,9 @@ def run_hbt_grid(npz_path, *, decision_ts, tick_size, lot_size,
         n_levels: levels per side (capped at ``max_levels``); order_qty, max_position: qty units.
         latency_npz: hftbacktest order-latency ``.npz`` -> IntpOrderLatency; else ConstantLatency.
         queue: "risk_averse" | "power" | "power2" | "power3" | "log" | "log2" (``queue_n`` for power*).
+        inverse_contract_size: None for hftbacktest's ``linear_asset(1.0)``; a contract size for its
+            ``inverse_asset(size)`` (balance, fee and trading value then in the coin; equity is
+            ``-balance - size * position / mid - fee``).
 
     Returns a dict: ``timestamp, position, balance, fee, num_trades, trading_value, mid`` (local
     state at each decision, before its orders; ``mid`` in price units, NaN if one-sided),
@@ -437,7 +442,8 @@ def run_hbt_grid(npz_path, *, decision_ts, tick_size, lot_size,
         raise ValueError(f"decision_ts[0]={decision_ts[0]} is before the first event {first_ts}")
     build = dict(tick_size=tick_size, lot_size=lot_size, entry_latency_ns=entry_latency_ns,
                  response_latency_ns=response_latency_ns, queue=queue, queue_n=queue_n,
-                 partial_fill=partial_fill, maker_fee=maker_fee, taker_fee=taker_fee)
+                 partial_fill=partial_fill, maker_fee=maker_fee, taker_fee=taker_fee,
+                 inverse_contract_size=None if inverse_contract_size is None else float(inverse_contract_size))
     args = (float(tick_size), float(lot_size), float(half_spread), float(skew), float(grid_interval),
             float(n_levels), float(order_qty), float(max_position), int(max_levels))
     levels = int(min(max(math.floor(n_levels + 1e-6), 0), max_levels))

@@ -73,8 +73,12 @@ Clocks
 ------
 The capture machine's clock is not Binance's (on the sample files it is ~1.27 s behind, so raw
 ``local - exch`` is negative).  Every ``local_ts`` is shifted by one constant so that the smallest
-feed latency over all messages with an exchange time (diffs, trades, futures bookTickers and
-snapshots, including diffs later dropped) equals ``base_latency_ns``.  The shift is
+feed latency over the depth diffs, market trades and snapshots (including diffs later dropped;
+the messages hftbacktest's converter measures: bookTickers are left out unless there is nothing
+else) equals ``base_latency_ns``; with ``base_latency_ns=0`` the local clock is the converter's,
+to the ns.  A bookTicker that then arrives "before" its exchange time (its stream can be a
+fraction of a millisecond faster) gets ``exch_ts = local_ts`` (``meta["bbo_exch_ts_capped"]``;
+with depth in the capture, BBO rows are only cross-checks).  The shift is
 ``meta["clock_offset_ns"]`` (added to the raw receive times); a shift above 100 ms is warned about.
 The default base latency is 1 ms: a collector that is not co-located never sees a message at the
 instant it was stamped, and a zero floor would let a simulated bot react to some events with no
@@ -157,7 +161,11 @@ _MAX_BUFFERED_DIFFS = 100_000
 # Share of distinct non-zero quantities allowed off the lot (inferred or given), see _infer_lot.
 _MAX_OFF_LOT = 1e-4
 
-_MARKETS = ("usdm", "spot")
+_MARKETS = ("usdm", "coinm", "spot")
+#: local receive timestamps by digit count: (unit name, ns per unit); the unit is detected from
+#: the first timestamped line and every other line must use it
+_TS_UNITS = {19: ("ns", 1), 16: ("us", 1_000), 13: ("ms", 1_000_000)}
+_UNIT_WORDS = {"ns": "ns", "us": "µs", "ms": "ms"}
 _GAP_MODES = ("resync", "error")
 
 
@@ -171,6 +179,7 @@ def read_binance(
     include_bbo: bool = True,
     base_latency_ns: int = DEFAULT_BASE_LATENCY_NS,
     on_gap: str = "resync",
+    resume: dict | None = None,
 ) -> Events:
     """Read a Binance raw stream capture into a validated, ``local_ts``-sorted event table.
 
@@ -178,8 +187,10 @@ def read_binance(
         path: ``.gz`` or plain text capture (``<local ns> <json>`` lines).
         symbol: keep only this symbol (e.g. ``"BTCUSDT"``, case-insensitive); required when the
             file holds several.  None: the file's only symbol.
-        market: ``"usdm"`` (USD-M futures) or ``"spot"``; None: inferred from the messages
-            (``pu`` in depth diffs, ``T`` in snapshots).  A message of the other market is an error.
+        market: ``"usdm"`` (USD-M futures), ``"coinm"`` (COIN-M futures, inverse) or ``"spot"``;
+            None: inferred from the messages (``pu`` in depth diffs, ``T`` in snapshots: futures;
+            a COIN-M symbol such as ``ETHUSD_PERP`` or the ``ps`` pair field: COIN-M).  A message
+            of the other market is an error.
         tick_size: price increment (quote currency); None: inferred from all prices
             (``meta["tick_size_inferred"]``).  Given: every price must be a multiple of it.
         lot_size: quantity increment (base units); None: inferred likewise.  Given or inferred, at
@@ -188,6 +199,13 @@ def read_binance(
         base_latency_ns: the smallest feed latency after the clock correction (ns, >= 0).
         on_gap: ``"resync"`` (record gaps in ``meta["gaps"]``, keep applying, re-sync at the next
             snapshot) or ``"error"`` (raise :class:`InputError` at the first gap).
+        resume: the ``meta["sync"]`` of the previous file of a sequence (a continuation file): the
+            book is taken to continue from that file's, so depth diffs are applied from the first
+            line, the first one checked against the previous file's last update id (a break is a
+            gap naming both files, resynchronised at the next snapshot).
+
+    Local receive times may be in ns (19 digits), µs (16, older collectors) or ms (13): the unit
+    is detected from the first line (``meta["local_ts_unit"]``) and converted to ns.
 
     Returns:
         :class:`Events` (timestamps int64 ns since the epoch, prices in quote currency, quantities
@@ -220,7 +238,8 @@ def read_binance(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        reader = _Reader(source, symbol=symbol, market=market, include_bbo=include_bbo, on_gap=on_gap)
+        reader = _Reader(source, symbol=symbol, market=market, include_bbo=include_bbo, on_gap=on_gap,
+                         resume=resume)
         for first_line, lines in _iter_lines(source):
             reader.parse(lines, first_line)
         return reader.finish(tick_size=tick_size, lot_size=lot_size, base_latency_ns=int(base_latency_ns))
@@ -310,8 +329,12 @@ class _Reader:
     """
 
     def __init__(self, source: str, *, symbol: str | None, market: str | None, include_bbo: bool,
-                 on_gap: str) -> None:
+                 on_gap: str, resume: dict | None = None) -> None:
         self.source = source
+        self.ts_digits = 0  # digits of the local timestamps (detected from the first line)
+        self.ts_scale = 1  # ns per unit of the local timestamps
+        self.ts_unit = ""
+        self.saw_pair = False  # a stream message carried COIN-M's "ps" (pair) field
         self.want = symbol.upper() if symbol else None
         self.market = market
         self.market_inferred = market is None
@@ -357,6 +380,10 @@ class _Reader:
         # its line: the clock offset comes from them once implausible ones are screened out.
         self.lat_val: list[int] = []
         self.lat_line: list[int] = []
+        # Lines whose latency is screened but does not set the clock offset: bookTicker and
+        # non-market trades (hftbacktest's converter leaves them out, so with base latency 0 the
+        # two clocks are the same).
+        self.no_clock: list[int] = []
         # Lines whose timestamps are implausible (dropped at the end), line -> reason.
         self.bad_lines: dict[int, str] = {}
         self.jump: tuple[int, int] | None = None  # last forward jump > 1 s: (line, time before it)
@@ -374,6 +401,22 @@ class _Reader:
         self.n_lines = 0
         self.prev_ts = 0
         self.repairs = {"count": 0, "first_line": None, "max_step_ns": 0}
+        self.resume = resume
+        self.applied_here = 0  # diffs applied from this file's own lines
+        if resume:
+            if resume.get("market") is not None and market is not None and resume["market"] != market:
+                raise InputError(f"market={market} given, but the previous file {resume.get('source')} is a "
+                                 f"{resume['market']} capture", source=source, key="market")
+            if self.market is None and resume.get("market") not in (None, "unknown"):
+                self.market = resume["market"]
+            if resume.get("in_sync"):
+                # The book continues the previous file's: diffs apply from the first line.
+                self.have_snapshot = True
+                self.last_u = resume.get("last_u")
+                if resume.get("snap_thr") is not None:
+                    self.snap_thr = resume["snap_thr"]
+                    self.snap_line = 0
+                    self.snap_last_id = resume.get("snap_last_id", 0)
 
     # ---------------------------------------------------------------------------------------
     def _err(self, message: str, line: int | None) -> InputError:
@@ -401,24 +444,31 @@ class _Reader:
         want = self.want
         prev_ts = self.prev_ts
         lat_val, lat_line = self.lat_val, self.lat_line
+        no_clock = self.no_clock
         trade_ids = self.trade_ids
         lineno = first_line - 1
+        digits, scale = self.ts_digits, self.ts_scale
         try:
             for lineno, line in enumerate(lines, first_line):
-                if line[_TS_DIGITS:_TS_DIGITS + 1] != b" " or not line[:_TS_DIGITS].isdigit():
+                if line[digits:digits + 1] != b" " or not line[:digits].isdigit():
                     if not line.strip():
                         self.blank_lines += 1
                         continue
-                    raise self._err("line does not start with a 19-digit local receive timestamp (ns since "
-                                    f"epoch) and a space: {line[:60]!r}", lineno)
-                ts = int(line[:_TS_DIGITS])
+                    if not digits:
+                        digits, scale = self._detect_unit(line, lineno)
+                    else:
+                        unit = _UNIT_WORDS[self.ts_unit]
+                        raise self._err(f"line does not start with a {digits}-digit local receive timestamp ({unit} "
+                                        f"since epoch, the unit of line {self.unit_line}) and a space: "
+                                        f"{line[:60]!r}", lineno)
+                ts = int(line[:digits]) * scale
                 if ts < prev_ts:
                     ts = self._repair_ts(prev_ts, ts, lineno)
                 elif ts - prev_ts > MAX_BACKWARD_STEP_NS:
                     self._jump(lineno, prev_ts, ts)
                 prev_ts = ts
                 try:
-                    msg = loads(line[_TS_DIGITS + 1:])
+                    msg = loads(line[digits + 1:])
                 except ValueError as exc:
                     raise self._err(f"bad JSON ({exc})", lineno) from None
                 if type(msg) is not dict:
@@ -450,6 +500,7 @@ class _Reader:
                             raise self._err(f"bookTicker 'T' must be an integer (ms), got {exch!r}", lineno)
                         lat_val.append(ts - exch * _MS)
                         lat_line.append(lineno)
+                        no_clock.append(lineno)  # screened, but not a clock sample (as hftbacktest)
                     if include_bbo:
                         start = pair_base + len(pairs)
                         blk_start.append(start)
@@ -474,6 +525,7 @@ class _Reader:
                     x = data.get("X")
                     if x is not None and x != "MARKET":
                         self.trades_not_market += 1
+                        no_clock.append(lineno)
                         continue
                     m = data["m"]
                     if m is False:  # the buyer is not the maker: the buyer is the aggressor
@@ -500,6 +552,7 @@ class _Reader:
                         continue
                     if data["s"] != self.symbol:
                         self._check_symbol(data["s"], lineno)
+                        self.saw_pair = self.saw_pair or "ps" in data
                     counts["depthUpdate"] += 1
                     lat_val.append(self._depth(data, ts, lineno))
                     lat_line.append(lineno)
@@ -516,6 +569,18 @@ class _Reader:
                 self.last_ts_line = first_line + len(lines) - 1 - back
                 break
         self._flush()
+
+    def _detect_unit(self, line: bytes, lineno: int) -> tuple[int, int]:
+        """The unit of the local timestamps, from the digit count of the first timestamped line."""
+        head = line.split(b" ", 1)[0]
+        if head.isdigit() and len(head) in _TS_UNITS and line[len(head):len(head) + 1] == b" ":
+            self.ts_unit, self.ts_scale = _TS_UNITS[len(head)]
+            self.ts_digits = len(head)
+            self.unit_line = lineno
+            return self.ts_digits, self.ts_scale
+        what = f"{len(head)} digits" if head.isdigit() else repr(line[:40])
+        raise self._err(f"line does not start with a local receive timestamp and a space: expected ns since the epoch "
+                        f"(19 digits), µs (16) or ms (13), got {what}: {line[:60]!r}", lineno)
 
     def _emit(self, kind: int, start: int, nb: int, na: int, exch: int, local: int, line: int) -> int:
         """Record one message's rows; returns its global message index."""
@@ -593,7 +658,7 @@ class _Reader:
         mkt = "usdm" if futures else "spot"
         if self.market is None:
             self.market = mkt
-        elif self.market != mkt:
+        elif (self.market != "spot") != futures:
             how = "inferred from earlier lines" if self.market_inferred else "given as market="
             raise self._err(f"{what} is a {mkt} message but the capture is {self.market} ({how})", lineno)
 
@@ -660,9 +725,13 @@ class _Reader:
             self.snap_fixes.append((*self.pending_fix, exch))
             self.pending_fix = None
         self.last_u = u
+        self.applied_here += 1
 
     def _gap(self, rec: tuple, why: str) -> None:
         _, _, _, exch, local, line, U, u, pu = rec
+        if self.resume and not self.applied_here and not self.snapshots:
+            why = (f"{why}, across the file boundary: the previous file {self.resume.get('source')} ended at "
+                   f"u={self.resume.get('last_u')}")
         if self.on_gap == "error":
             raise self._err(f"depth update-id gap: {why}; the local book would be wrong from here "
                             "(on_gap='resync' records gaps and keeps going)", line)
@@ -703,7 +772,7 @@ class _Reader:
         clear = self._emit(CLEAR, -2, 1, 1, exch, ts, lineno)
         snap = self._emit(SNAPSHOT, start, len(bids), len(asks), exch, ts, lineno)
         self.pending_fix = (clear, snap)
-        thr = last_id if self.market == "usdm" else last_id + 1
+        thr = last_id if self.market != "spot" else last_id + 1
         # Diffs received before this reply that reach past it (they were buffered, or applied and
         # now wiped) go on top of it; u increases along the stream, so walk back from the end.
         tail: list[tuple] = []
@@ -794,7 +863,7 @@ class _Reader:
         if self.n_lines == self.blank_lines:
             raise self._err("file is empty: expected '<local ns timestamp> <json>' lines", 1)
         counts = self.counts
-        if counts["depthUpdate"] and not self.have_snapshot:
+        if counts["depthUpdate"] and not self.have_snapshot and not self.resume:
             warnings.warn(f"{src}: {counts['depthUpdate']} depth updates but no REST snapshot line: the book "
                           "cannot be synchronised, so no depth rows were emitted (trades and BBO only)",
                           stacklevel=3)
@@ -842,6 +911,12 @@ class _Reader:
             cap = diff_ms * _MS
             exch[clear_i] = min(exch[clear_i], cap)
             exch[snap_i] = min(exch[snap_i], cap)
+        # The bookTicker stream can be a fraction of a ms faster than the depth and trade streams
+        # the clock is set from: its exchange times are capped at the receive time (never later).
+        early_bbo = (kind == BBO) & (exch > local)
+        bbo_capped = int(early_bbo.sum())
+        bbo_capped_ns = int((exch - local)[early_bbo].max()) if bbo_capped else 0
+        exch[early_bbo] = local[early_bbo]
         price_all = np.concatenate(self.price_chunks + [np.array([np.nan, np.nan])])
         qty_all = np.concatenate(self.qty_chunks + [np.zeros(2)])
         self.price_chunks.clear()
@@ -904,6 +979,8 @@ class _Reader:
                 if len(lat) else {})
         kinds_count = np.bincount(table["kind"], minlength=max(KIND_NAMES) + 1)
         market = self.market or "unknown"
+        if market == "usdm" and self.market_inferred and (self.saw_pair or _is_coinm(self.symbol or self.want or "")):
+            market = "coinm"  # COIN-M streams look like USD-M ones but for the symbol and the pair field
         for gap in self.gaps:
             gap["local_ts"] = int(gap["local_ts"] + shift)
             gap["exch_ts"] = int(gap["exch_ts"] * _MS)
@@ -941,9 +1018,25 @@ class _Reader:
             "implausible_timestamps": self.implausible,
             "duplicate_trades_dropped": dup_trades,
             "off_grid_prices_dropped": stray_prices,
+            "local_ts_unit": self.ts_unit,
+            "bbo_exch_ts_capped": {"messages": bbo_capped, "max_ns": bbo_capped_ns},
+            "resumed_from": (self.resume or {}).get("source"),
+            # what the next file of a sequence continues from (read_binance's resume=)
+            "sync": {"source": src, "market": market, "symbol": self.symbol or self.want,
+                     "in_sync": bool(self.have_snapshot), "last_u": self.last_u,
+                     "snap_thr": self.snap_thr, "snap_last_id": self.snap_last_id},
         }
-        venue = {"usdm": "binance-usdm", "spot": "binance-spot"}.get(market, "binance")
-        instrument = Instrument(self.symbol or self.want or "", float(tick_size), float(lot_size), 1.0, venue)
+        venue = {"usdm": "binance-usdm", "coinm": "binance-coinm", "spot": "binance-spot"}.get(market, "binance")
+        symbol = self.symbol or self.want or ""
+        inverse, size = False, 1.0
+        if market == "coinm":
+            from .instruments import infer_contract
+
+            contract = infer_contract(symbol, "binance")
+            inverse, size = True, (contract.contract_size if contract.inverse else 10.0)
+            meta["contract"] = {"inverse": True, "contract_size": size, "how": "inferred: " + (
+                contract.reason if contract.inverse else f"COIN-M market: inverse, {size:g} USD contracts")}
+        instrument = Instrument(symbol, float(tick_size), float(lot_size), size, venue, inverse)
         return Events(table, instrument, src, meta)
 
     def _screen_timestamps(self, kind: np.ndarray, nb: np.ndarray, na: np.ndarray, exch_ms: np.ndarray,
@@ -991,7 +1084,9 @@ class _Reader:
                                                             if sn["line"] > int(line[i])), None)})
             nb[dropped] = 0
             na[dropped] = 0
-        ok = ~clock_bad & ~late
+        ok = ~clock_bad & ~late & ~np.isin(lat_line, np.asarray(self.no_clock, np.int64))
+        if not ok.any():  # only bookTicker times (a ticker-only capture): they set the clock then
+            ok = ~clock_bad & ~late
         return int(lat[ok].min()) if ok.any() else None
 
     def _drop_duplicate_trades(self, kind: np.ndarray, nb: np.ndarray, na: np.ndarray, line: np.ndarray) -> int:
@@ -1033,6 +1128,13 @@ class _Reader:
             raise InputError(f"{what} {float(values[i])!r} is not a multiple of {name}={step}", source=self.source,
                              line=int(row_line[i]))
         return n_off
+
+
+def _is_coinm(symbol: str) -> bool:
+    """A Binance COIN-M symbol: ``<COIN>USD_PERP`` or ``<COIN>USD_<YYMMDD>``."""
+    from .instruments import _BINANCE_COINM
+
+    return bool(_BINANCE_COINM.match(symbol.upper()))
 
 
 def _infer_lot(qtys: np.ndarray, max_decimals: int = 10, max_off: float = _MAX_OFF_LOT) -> tuple[float, int]:

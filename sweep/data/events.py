@@ -57,9 +57,13 @@ class Instrument:
         symbol: exchange symbol, e.g. ``"BTCUSDT"``.
         tick_size: minimum price increment (quote currency).
         lot_size: minimum quantity increment (base units / contracts).
-        contract_multiplier: quote value of one unit of qty per unit of price (1 for linear
-            USDT-margined contracts and spot).
+        contract_multiplier: linear: quote value of one unit of qty per unit of price (1 for
+            USDT-margined contracts and spot); inverse: the contract size, quote currency per
+            contract (10 USD for Binance's ETHUSD_PERP).
         venue: free text, e.g. ``"binance-usdm"``.
+        inverse: coin-margined (inverse) contract: qty in contracts, PnL and fees in the coin
+            (``contracts x contract_multiplier x (1/entry - 1/exit)``).  See
+            :mod:`mmsweep.sweep.data.instruments` for how it is inferred.
     """
 
     symbol: str
@@ -67,12 +71,16 @@ class Instrument:
     lot_size: float
     contract_multiplier: float = 1.0
     venue: str = ""
+    inverse: bool = False
 
     def __post_init__(self) -> None:
         for name in ("tick_size", "lot_size", "contract_multiplier"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"instrument {self.symbol!r}: {name} must be a positive number, got {value!r}")
+        if not isinstance(self.inverse, (bool, np.bool_)):
+            raise InputError(f"instrument {self.symbol!r}: inverse must be true or false, got {self.inverse!r}")
+        object.__setattr__(self, "inverse", bool(self.inverse))
 
 
 @dataclasses.dataclass

@@ -11,7 +11,15 @@ import numpy as np
 from ..errors import InputError
 from .events import Events
 
-FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
+FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep", "binance-archive")
+#: reader options each format takes (anything else is an error naming the option)
+READER_OPTIONS = {
+    "binance": ("symbol", "market", "tick_size", "lot_size", "include_bbo", "base_latency_ns", "on_gap", "resume"),
+    "tardis": ("symbol", "tick_size", "lot_size", "venue"),
+    "hftbacktest": ("symbol", "tick_size", "lot_size", "contract_multiplier"),
+    "mmsweep": (),
+    "binance-archive": ("symbol", "tick_size", "lot_size", "feed_latency_ns"),
+}
 
 
 def _first_line(path: Path) -> str:
@@ -32,6 +40,10 @@ def detect_format(path: str | os.PathLike) -> str:
         from .store import is_native
 
         return "mmsweep" if is_native(path) else "hftbacktest"
+    from .binance_archive import LAYOUTS, is_archive_name
+
+    if path.suffix == ".zip" or is_archive_name(path):
+        return "binance-archive"
     line = _first_line(path)
     if not line.strip():
         raise InputError("file is empty", source=str(path), line=1)
@@ -40,21 +52,44 @@ def detect_format(path: str | os.PathLike) -> str:
         return "binance"
     if line.startswith("exchange,symbol,timestamp"):
         return "tardis"
-    raise InputError("unrecognised format: expected a Binance capture ('<ts_ns> <json>' lines), a Tardis CSV "
-                     "('exchange,symbol,timestamp,...' header) or an .npz event file", source=str(path), line=1)
+    if tuple(line.strip().split(",")) in LAYOUTS.values():
+        return "binance-archive"
+    raise InputError("unrecognised format: expected a Binance capture ('<local ts> <json>' lines, ns/µs/ms), a "
+                     "Tardis CSV ('exchange,symbol,timestamp,...' header), a Binance archive CSV/zip or an .npz "
+                     "event file", source=str(path), line=1)
 
 
 #: prices are held as integer ticks (int64, and float64 without rounding): the largest tick count
 MAX_TICKS = 1 << 40
 
 
-def load_events(paths: str | os.PathLike | list, *, format: str | None = None, **options: Any) -> Events:
+def load_events(paths: str | os.PathLike | list, *, format: str | None = None, _contract: bool = True,
+                **options: Any) -> Events:
     """Read one source into an :class:`Events` table.
 
-    ``paths`` is one file, or for Tardis several files of one symbol (trades + book/quotes) that
-    are merged.  ``options`` go to the reader (``tick_size``, ``lot_size``, ``symbol`` ...).
+    ``paths`` is one file, a glob or a list.  Several Tardis (or Binance archive) files of one day
+    (trades + book/quotes) are merged; files of several days, or several Binance captures or
+    ``.npz`` files, are a *sequence* of one instrument in time order
+    (:mod:`mmsweep.sweep.data.sequence`), read here into one table.  ``options`` go to the reader
+    (``tick_size``, ``lot_size``, ``symbol`` ...).  The instrument's linear/inverse accounting is
+    inferred from the symbol and venue (:mod:`mmsweep.sweep.data.instruments`).
     """
+    from .sequence import _GLOB_CHARS, expand_paths, group_pieces
+
+    listed = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+    if len(listed) > 1 or any(_GLOB_CHARS.search(os.fspath(p)) and not Path(p).exists() for p in listed):
+        files = expand_paths(paths)
+        fmt = format or (detect_format(files[0]) if files else None)
+        if len(group_pieces(files, fmt or "")) > 1:
+            from .sequence import EventSequence
+
+            return EventSequence(files, format=fmt, options=options).load()
+        paths = files if len(files) > 1 else files[0]
     events = _read(paths, format, options)
+    if _contract:
+        from .instruments import with_contract
+
+        events = with_contract(events)
     prices = events.table["price"]
     top = float(np.nanmax(prices)) if np.isfinite(prices).any() else 0.0
     if top / events.instrument.tick_size > MAX_TICKS:
@@ -71,9 +106,17 @@ def _read(paths: str | os.PathLike | list, format: str | None, options: dict[str
     fmt = format or detect_format(files[0])
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}", key="format")
-    if len(files) > 1 and fmt != "tardis":
-        raise InputError(f"only Tardis sources merge several files; got {len(files)} {fmt} files",
+    if len(files) > 1 and fmt not in ("tardis", "binance-archive"):
+        raise InputError(f"only Tardis and Binance archive sources merge several files; got {len(files)} {fmt} files",
                          source=str(files[0]))
+    unknown = sorted(set(options) - set(READER_OPTIONS[fmt]))
+    if unknown:
+        raise InputError(f"option(s) {', '.join(unknown)} do not apply to {fmt} files", source=str(files[0]),
+                         key=unknown[0])
+    if fmt == "binance-archive":
+        from .binance_archive import read_binance_archive
+
+        return read_binance_archive(files, **options)
     if fmt == "binance":
         from .binance import read_binance
 
@@ -87,9 +130,22 @@ def _read(paths: str | os.PathLike | list, format: str | None, options: dict[str
 
         options.setdefault("tick_size", None)
         options.setdefault("lot_size", None)
-        return read_hftbacktest_npz(files[0], **options)
+        named = "symbol" not in options
+        if named:  # hftbacktest files carry no symbol: users name them by it (ethusd_perp_20240808.npz)
+            options["symbol"] = _symbol_from_name(files[0])
+        events = read_hftbacktest_npz(files[0], **options)
+        if named and events.instrument.symbol:
+            events.meta["symbol_from_file_name"] = True
+        return events
     from .store import load_native
 
-    if options:
-        raise InputError(f"options {sorted(options)} do not apply to mmsweep event files", source=str(files[0]))
     return load_native(files[0])
+
+
+def _symbol_from_name(path: Path) -> str:
+    """``ethusd_perp_20240808.npz`` -> ``ETHUSD_PERP``; ``""`` when the name holds no symbol-like
+    stem (letters and digits, optionally ``_PERP`` / ``_YYMMDD``, before a date)."""
+    import re
+
+    m = re.match(r"^([A-Za-z0-9]+(?:_(?:perp|PERP|\d{6}))?)(?:[_-]\d{8}|[_-]\d{4}-\d{2}-\d{2})", path.stem)
+    return m.group(1).upper() if m else ""

@@ -1,0 +1,195 @@
+"""An experiment's market data: read at once, or streamed piece by piece into a frames store.
+
+A source is *streamed* when it is a sequence of pieces (:mod:`mmsweep.sweep.data.sequence`): an
+instrument given as several files (a list or a glob of days), or the synthetic market over
+``days`` (:mod:`mmsweep.sweep.data.synthetic_stream`).  Its frames are then built one piece at a
+time into an on-disk store (:mod:`mmsweep.sweep.frames_store`) and the sweep scans them in time
+chunks; the events themselves are only read again, whole, if the exact engine asks for them.
+Single files are read at once, as before.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Callable, Iterator
+
+from .errors import InputError
+
+
+def file_sequence(name: str, f, quoted: bool, override: dict | None):
+    """The :class:`EventSequence` of one instrument of ``data.files``."""
+    from .data.sequence import EventSequence
+
+    given = dict(f.instrument or {})
+    if quoted and override:
+        given.update(override)
+    return EventSequence(list(f.paths), format=f.format, options=f.options(), snapshot=f.snapshot,
+                         instrument=given or None, key=f"data.files.{name}.path")
+
+
+def is_streamed(data) -> bool:
+    """Whether ``data`` is a sequence of pieces (module docstring)."""
+    if data.files is None:
+        return bool((data.synthetic or {}).get("days"))
+    for name, f in data.files.items():
+        seq = file_sequence(name, f, name == data.quoted, None)
+        if len(seq.groups) > 1:
+            return True
+    return False
+
+
+def _synth_config(data):
+    from .data.synthetic import SynthConfig
+
+    fields = {k: v for k, v in (data.synthetic or {}).items() if k not in ("days", "piece_hours")}
+    return SynthConfig(**fields)
+
+
+def _override(events, data, name: str):
+    from .data.instruments import apply_override
+
+    if name == data.quoted and getattr(data, "instrument", None):
+        return apply_override(events, data.instrument, "data.instrument")
+    return events
+
+
+def load(data) -> tuple[Any, dict[str, Any]]:
+    """``(quoted events, {signal name: events})`` in memory (every piece of a sequence joined)."""
+    if data.files is None:
+        syn = data.synthetic or {}
+        if syn.get("days"):
+            market = _join_synthetic(data)
+        else:
+            from .data.synthetic import synthetic_market
+
+            market = synthetic_market(_synth_config(data))
+        market = {n: _override(ev, data, n) for n, ev in market.items()}
+    else:
+        market = {}
+        for name, f in data.files.items():
+            seq = file_sequence(name, f, name == data.quoted, getattr(data, "instrument", None))
+            market[name] = seq.load()
+    return market[data.quoted], {n: market[n] for n in data.signals}
+
+
+def _join_synthetic(data) -> dict[str, Any]:
+    import numpy as np
+
+    from .data.events import Events
+    from .data.synthetic_stream import synthetic_pieces
+
+    syn = data.synthetic
+    tables: dict[str, list] = {}
+    first: dict[str, Any] = {}
+    for piece in synthetic_pieces(_synth_config(data), float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0))):
+        for name, ev in piece.items():
+            tables.setdefault(name, []).append(ev.table)
+            first.setdefault(name, ev)
+    return {n: Events(np.concatenate(t), first[n].instrument, first[n].source, dict(first[n].meta, pieces=len(t)))
+            for n, t in tables.items()}
+
+
+def stream(data) -> tuple[dict[str, Iterator[Any]], str, Callable[[], dict]]:
+    """``(pieces per instrument, a content key of the input, a function describing what was read)``."""
+    from .codehash import READER_CODE, code_digest
+
+    override = getattr(data, "instrument", None)
+    if data.files is None:
+        from .data.synthetic_stream import STREAM_VERSION, synthetic_pieces
+        from .frames_store import fanout
+
+        syn = dict(data.synthetic)
+        config = _synth_config(data)
+        pieces = synthetic_pieces(config, float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0)))
+        names = [i.name for i in config.instruments]
+        fans = fanout(pieces, names)
+        sources = {n: (_override(ev, data, n) for ev in fans[n]) for n in names}
+        key = hashlib.sha256(json.dumps({"synthetic": syn, "stream": STREAM_VERSION, "override": override,
+                                         "code": code_digest(READER_CODE)}, sort_keys=True, default=str).encode())
+        return sources, key.hexdigest(), lambda: {"synthetic": syn}
+    seqs = {n: file_sequence(n, f, n == data.quoted, override) for n, f in data.files.items()}
+    key = hashlib.sha256()
+    for n in sorted(seqs):
+        key.update(n.encode())
+        key.update(_fingerprint(seqs[n]).encode())
+    return ({n: s.pieces() for n, s in seqs.items()}, key.hexdigest(),
+            lambda: {n: s.describe() for n, s in seqs.items()})
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _fingerprint(seq) -> str:
+    """The sequence's content hash, memoised per (file, size, mtime) in this process."""
+    import os
+
+    stat = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in seq.files)
+    token = (stat, seq.format, tuple(sorted(seq.options.items())), seq.snapshot,
+             tuple(sorted(seq.instrument_override.items())))
+    if token not in _FINGERPRINTS:
+        _FINGERPRINTS[token] = seq.fingerprint()
+    return _FINGERPRINTS[token]
+
+
+class LazyEvents:
+    """The quoted instrument's events of a streamed source, read (all pieces joined) only when the
+    exact engine needs the table; ``instrument``, ``source`` and ``meta`` come from the store."""
+
+    def __init__(self, data, instrument, source: str, meta: dict, events_total: int | None) -> None:
+        self._data = data
+        self.instrument = instrument
+        self.source = source
+        self.meta = meta
+        self.events_total = events_total
+        self._table = None
+
+    @property
+    def table(self):
+        if self._table is None:
+            from .limits import check_fits
+
+            if self.events_total:
+                check_fits(float(self.events_total) * 40 * 3, f"the {self.events_total:,} events of {self.source}",
+                           hint="The exact engine replays the whole event table in memory: verify a shorter span "
+                                "(fewer files or days)", source=self.source)
+            events, _ = load(self._data)
+            self._table = events.table
+        return self._table
+
+    def __len__(self) -> int:
+        return int(self.events_total or 0)
+
+
+def stream_frames(exp, *, log: Callable[[str], None] = print):
+    """Build (or open) the frames store of a streamed experiment; ``(store, lazy quoted events)``."""
+    import time
+
+    from .frames_store import build_store, store_key
+
+    data = exp.data
+    t0 = time.perf_counter()
+    sources, source_key, describe = stream(data)
+    spec = exp.frame_spec()
+    key = store_key(source_key, spec, data.quoted, sources)
+    log(f"data: streamed {'synthetic market' if data.files is None else 'file sequence'} "
+        f"({', '.join(sources)}); frames store {key}")
+    store = build_store(sources, data.quoted, spec, key, log=log)
+    if not store.meta.get("cache_hit"):
+        store.meta["input"] = describe()
+    log(f"frames: {len(store):,} rows in {len(store.chunks)} chunk(s) "
+        f"({'cache hit' if store.meta.get('cache_hit') else 'built'}) [{time.perf_counter() - t0:.1f} s]")
+    total = (store.meta.get("events_read") or {}).get(data.quoted)
+    quoted = LazyEvents(data, store.instrument, store.meta.get("source", ""), {"streamed": True}, total)
+    return store, quoted
+
+
+def check_source_options(f, key: str) -> None:
+    """Options that only some formats take, refused early with the key (e.g. a base latency for
+    a Tardis file)."""
+    if f.base_latency_ns is not None and f.format not in (None, "binance"):
+        raise InputError("base_latency_ms applies to Binance captures only", key=f"{key}.base_latency_ms")
+
+
+def replace_paths(f, paths: tuple[str, ...]):
+    return dataclasses.replace(f, paths=paths)

@@ -1,0 +1,98 @@
+"""Inverse (coin-margined) instruments: inferred from the data, overridable, accounted in the coin
+by every engine, and checked against hftbacktest's ``inverse_asset`` on the real COIN-M capture
+(ETHUSD_PERP, 10 USD contracts)."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+import hbt_oracle as H
+from mmsweep.kernels.policies.base import Market
+from mmsweep.replay import ReplayConfig, build_data, replay_policy
+from mmsweep.sweep.data.hftnpz import read_hftbacktest_npz
+from mmsweep.sweep.data.instruments import apply_override, currencies, infer_contract, units
+from mmsweep.sweep.errors import InputError
+
+TICK, LOT, SIZE = 0.01, 1.0, 10.0
+
+
+@pytest.fixture(scope="module")
+def cm(shared_data):
+    path = shared_data / "hftbacktest" / "cm" / "ethusd_perp_20240808.npz"
+    events = read_hftbacktest_npz(str(path), tick_size=TICK, lot_size=LOT)
+    return {"events": events, "raw": H.load_npz(path), "decisions": H.decision_grid(str(path), TICK)}
+
+
+def test_engine_accounts_in_the_coin_like_hftbacktest_inverse_asset(cm) -> None:
+    """The same fills, position and equity (ETH) at every decision as hftbacktest 2.4.4 with
+    ``inverse_asset(10)``; a linear run of the same strategy differs (another currency)."""
+    decisions = cm["decisions"][:1500]
+    mid0 = 2682.0
+    ticks_per_bp = mid0 * 1e-4 / TICK
+    params = dict(half_spread=1.0 * ticks_per_bp, skew=0.2 * ticks_per_bp, grid_interval=0.5 * ticks_per_bp,
+                  n_levels=3, order_qty=5.0, max_position=60.0)
+    theirs = H.run_hbt_grid(cm["raw"], decision_ts=decisions, tick_size=TICK, lot_size=LOT, queue="power",
+                            queue_n=2.0, inverse_contract_size=SIZE, **params)
+    market = Market(TICK, LOT, int(round(mid0 / TICK)), (), 0.1, 5)
+    config = ReplayConfig(queue="power", queue_n=2.0, cross_per_message=False, processes=1, inverse=True,
+                          contract_size=SIZE)
+    ours = replay_policy(cm["events"].table, tick_size=TICK, lot_size=LOT, decision_ts=decisions,
+                         end_ts=int(decisions[-1]), features=np.zeros((len(decisions), 0)), market=market,
+                         policy="grid", static=None, params={k: np.array([v], float) for k, v in params.items()},
+                         config=config, data=build_data(cm["events"].table, TICK, LOT))
+    seen = theirs["fills"][theirs["fills"]["local_ts"] <= decisions[-1]]
+    mine = ours.fills[ours.fills["local_ts"] <= decisions[-1]]
+    assert len(seen) > 20
+    key = lambda f, p: sorted(zip(f["exch_ts"].tolist(), f["side"].tolist(), p.tolist(), f["qty"].tolist()))  # noqa
+    assert key(mine, np.round(mine["price"] / TICK).astype(np.int64)) == key(seen, seen["price_tick"])
+    np.testing.assert_allclose(ours.position[0], theirs["position"], atol=1e-9)
+    equity = -theirs["balance"] - SIZE * theirs["position"] / theirs["mid"] - theirs["fee"]  # ETH
+    scale = np.abs(equity).max()
+    assert scale > 1e-6  # the strategy made or lost something
+    np.testing.assert_allclose(ours.equity[0], equity, atol=1e-12, rtol=0)
+    linear = replay_policy(cm["events"].table, tick_size=TICK, lot_size=LOT, decision_ts=decisions,
+                           end_ts=int(decisions[-1]), features=np.zeros((len(decisions), 0)), market=market,
+                           policy="grid", static=None, params={k: np.array([v], float) for k, v in params.items()},
+                           config=dataclasses.replace(config, inverse=False, contract_size=1.0))
+    assert np.abs(linear.equity[0] - ours.equity[0]).max() > 100 * scale  # USD-sized, not ETH-sized
+
+
+def test_instrument_inference() -> None:
+    assert infer_contract("ETHUSD_PERP", "binance-coinm").contract_size == 10.0
+    assert infer_contract("BTCUSD_240927", "").contract_size == 100.0
+    assert infer_contract("BTCUSD_PERP", "binance-delivery").inverse
+    assert not infer_contract("BTCUSDT_240927", "binance-futures").inverse  # USD-M delivery: linear
+    assert not infer_contract("BTCUSDT", "binance-futures").inverse
+    assert infer_contract("XBTUSD", "bitmex").contract_size == 1.0
+    assert infer_contract("BTC-PERPETUAL", "deribit").contract_size == 10.0
+    assert infer_contract("ETH-PERPETUAL", "deribit").contract_size == 1.0
+    assert not infer_contract("ETH-PERPETUAL", "binance-futures").inverse
+    assert currencies("ETHUSD_PERP") == ("ETH", "USD")
+    assert currencies("XBTUSD") == ("BTC", "USD")
+    assert units({"symbol": "ETHUSD_PERP", "inverse": True, "contract_multiplier": 10.0})["pnl"] == "ETH"
+    assert units({"symbol": "BTCUSDT", "inverse": False})["pnl"] == "USDT"
+
+
+def test_readers_infer_coinm_and_overrides_win(shared_data) -> None:
+    from mmsweep.sweep.data.loader import load_events
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = load_events(str(shared_data / "binance" / "cm" / "ethusd_perp_20240808.gz"))
+    assert raw.instrument.venue == "binance-coinm" and raw.instrument.inverse
+    assert raw.instrument.contract_multiplier == 10.0
+    npz = load_events(str(shared_data / "hftbacktest" / "cm" / "ethusd_perp_20240808.npz"))
+    assert npz.instrument.symbol == "ETHUSD_PERP" and npz.instrument.inverse  # from the file name
+    given = apply_override(npz, {"contract_size": 100})
+    assert given.instrument.contract_multiplier == 100.0 and given.instrument.inverse
+    assert "given" in given.meta["contract"]["how"]
+    lin = apply_override(load_events(str(shared_data / "hftbacktest" / "cm" / "ethusd_perp_20240808.npz")),
+                         {"inverse": False})
+    assert not lin.instrument.inverse and lin.instrument.contract_multiplier == 1.0
+    with pytest.raises(InputError, match="contract_size"):
+        apply_override(npz, {"contract_size": -1})
+    with pytest.raises(InputError, match="unknown key"):
+        apply_override(npz, {"contractsize": 10})
