@@ -101,7 +101,7 @@ def stream(data) -> tuple[dict[str, Iterator[Any]], str, Callable[[], dict]]:
 
         syn = dict(data.synthetic)
         config = _synth_config(data)
-        pieces = synthetic_pieces(config, float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0)))
+        pieces = prefetch(synthetic_pieces(config, float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0))))
         names = [i.name for i in config.instruments]
         fans = fanout(pieces, names)
         sources = {n: (_override(ev, data, n) for ev in fans[n]) for n in names}
@@ -115,6 +115,34 @@ def stream(data) -> tuple[dict[str, Iterator[Any]], str, Callable[[], dict]]:
         key.update(_fingerprint(seqs[n]).encode())
     return ({n: s.pieces() for n, s in seqs.items()}, key.hexdigest(),
             lambda: {n: s.describe() for n, s in seqs.items()})
+
+
+def prefetch(pieces: Iterator[Any]) -> Iterator[Any]:
+    """``pieces`` with the next one produced in a thread while the caller works on the current one
+    (the synthetic event loop releases the GIL); one extra piece in memory."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def work() -> None:
+        try:
+            for piece in pieces:
+                box.put((piece, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            box.put((None, exc))
+            return
+        box.put((done, None))
+
+    threading.Thread(target=work, daemon=True, name="mmsweep-prefetch").start()
+    while True:
+        piece, exc = box.get()
+        if exc is not None:
+            raise exc
+        if piece is done:
+            return
+        yield piece
 
 
 _FINGERPRINTS: dict[tuple, str] = {}

@@ -334,7 +334,10 @@ class _Buffer:
             state = _book_state(head, inst, "local", int(local[cut - 1]), self.has_depth)
             if self.quoted:
                 c_exch = int(exch[:cut].max())
-                if not _same_book(state, _book_state(head, inst, "exch", c_exch, self.has_depth)):
+                # in exchange order too (an in-order feed): both clocks applied the same rows in the
+                # same order, so their books are the same; else compare them
+                same_order = bool(np.all(exch[1:cut] >= exch[:cut - 1]))
+                if not same_order and not _same_book(state, _book_state(head, inst, "exch", c_exch, self.has_depth)):
                     continue
             else:
                 c_exch = int(local[cut - 1])
@@ -350,7 +353,10 @@ def _book_state(table: np.ndarray, inst: Instrument, clock: str, at: int, has_de
     """Every level of the book after ``table`` on ``clock``: bid ticks, bid qty, ask ticks, ask qty."""
     kinds = table["kind"]
     book = (kinds == DEPTH) | (kinds == SNAPSHOT) | ((kinds == BBO) & (not has_depth))
-    levels = max(1, int(len(np.unique(table["price"][book]))) if book.any() else 1)
+    prices = table["price"][book]
+    # levels to sample: every tick the book can hold (or every book row, if fewer)
+    span = int(round((prices.max() - prices.min()) / inst.tick_size)) + 1 if len(prices) else 1
+    levels = max(1, min(span, len(prices)))
     rep = replay_book(table, inst.tick_size, inst.lot_size, clock=clock, sample_ts=np.array([at], np.int64),
                       n_levels=levels, use_bbo=not has_depth)
     bid = rep.bid_ticks[0] != NO_BID
