@@ -54,7 +54,7 @@ class Decision(NamedTuple):
     ask_lots: Any
 
 
-def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
+def to_decision(quote, position_lots, market, xp=jnp, dtype=None, tick_dtype=jnp.int32) -> Decision:
     """Turn a policy's quote into a :class:`Decision`.
 
     ``position_lots`` is the bot's position in lots (signed).  Rules, identical in every engine:
@@ -66,6 +66,9 @@ def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
       a side whose size rounds to 0 lots is not quoted;
     * no bids while ``position >= quote.max_position`` and no asks while ``position <=
       -quote.max_position`` (compared in lots, ``CAP_EPS_LOTS`` below the cap counts as at it).
+
+    ``tick_dtype`` is int32 for every engine; the smooth kernel asks for floats (whole numbers
+    whose straight-through rounding keeps a gradient).
     """
     lot = market.lot_size
     dtype = dtype or jnp.result_type(quote.bid_top)
@@ -80,11 +83,11 @@ def to_decision(quote, position_lots, market, xp=jnp, dtype=None) -> Decision:
     bid_levels = xp.where((position_lots >= cap) | (bid_lots <= 0), 0.0, xp.clip(quote.bid_levels, 0.0, max_levels))
     ask_levels = xp.where((position_lots <= -cap) | (ask_lots <= 0), 0.0, xp.clip(quote.ask_levels, 0.0, max_levels))
     return Decision(
-        bid_top=round_half_even(quote.bid_top, xp).astype(jnp.int32),
-        ask_top=round_half_even(quote.ask_top, xp).astype(jnp.int32),
-        step=xp.maximum(round_half_even(quote.step, xp), 1.0).astype(jnp.int32),
-        bid_levels=bid_levels.astype(jnp.int32),
-        ask_levels=ask_levels.astype(jnp.int32),
+        bid_top=round_half_even(quote.bid_top, xp).astype(tick_dtype),
+        ask_top=round_half_even(quote.ask_top, xp).astype(tick_dtype),
+        step=xp.maximum(round_half_even(quote.step, xp), 1.0).astype(tick_dtype),
+        bid_levels=bid_levels.astype(tick_dtype),
+        ask_levels=ask_levels.astype(tick_dtype),
         bid_lots=bid_lots,
         ask_lots=ask_lots,
     )

@@ -60,10 +60,12 @@ def _select(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
-def make_scan_step(config: KernelConfig, record: bool = False):
-    """``(init, body)`` for ``lax.scan`` over rows, for one lane (vmapped by the caller):
-    ``init() -> KernelState`` and ``body(params, state, row) -> (state, per-row record)``."""
-    lane = make_lane(config)
+def make_scan_step(config: KernelConfig, record: bool = False, lane=None):
+    """``(init, body, lane)`` for ``lax.scan`` over rows, for one lane (vmapped by the caller):
+    ``init() -> KernelState`` and ``body(params, state, row) -> (state, per-row record)``.
+    ``lane`` defaults to :func:`mmsweep.kernels.step.make_lane` (the smooth kernel passes its
+    relaxed lane functions through the same wiring)."""
+    lane = make_lane(config) if lane is None else lane
     ring_size = config.ring
     win_a = window_columns(lane.fill_model, "a")
     win_b = window_columns(lane.fill_model, "b")

@@ -61,6 +61,14 @@ def np_quote(name, params, o=None, position=0.0, market=MARKET, static=None):
     return Quote(*(None if f is None else np.asarray(f, dtype=np.float64) for f in q))
 
 
+def np_decision(name, params, o=None, position=0.0):
+    """The decision the engines act on (the policy's quote through to_decision), numpy."""
+    from mmsweep.kernels.orders import to_decision
+
+    q = np_quote(name, params, o, position)
+    return to_decision(q, np.float64(round(position / LOT)), MARKET, np, np.float64)
+
+
 def with_params(name, **over):
     return {**CASES[name][1], **over}
 
@@ -274,7 +282,7 @@ def test_fair_value_skew_uses_normalised_notional_position():
              max_notional=12000.0)
     q = np_quote("fair_value", p, obs(-5.0, 5.0), position=0.1)
     assert q.bid_top == -120 and q.ask_top == 5  # ask 0 clamped to the touch
-    full = np_quote("fair_value", p, obs(-5.0, 5.0), position=0.2)  # at max notional: no bids
+    full = np_decision("fair_value", p, obs(-5.0, 5.0), position=0.2)  # at max notional: no bids
     assert full.bid_levels == 0 and full.ask_levels == 1
 
 
@@ -347,10 +355,10 @@ def test_levels_capped_at_max_levels_and_zero_means_none(name):
 @pytest.mark.parametrize("name", ["grid", "avellaneda_stoikov", "linear_alpha", "vamp_reference"])
 def test_max_position_stops_the_side_that_adds_inventory(name):
     p = with_params(name, max_position=0.05)
-    assert np_quote(name, p, position=0.05).bid_levels == 0
-    assert np_quote(name, p, position=0.05).ask_levels > 0
-    assert np_quote(name, p, position=-0.05).ask_levels == 0
-    assert np_quote(name, p, position=0.04).bid_levels > 0
+    assert np_decision(name, p, position=0.05).bid_levels == 0
+    assert np_decision(name, p, position=0.05).ask_levels > 0
+    assert np_decision(name, p, position=-0.05).ask_levels == 0
+    assert np_decision(name, p, position=0.04).bid_levels > 0
 
 
 @pytest.mark.parametrize("name", list(POLICIES))

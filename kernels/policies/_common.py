@@ -223,19 +223,17 @@ def finish(obs: Observation, xp, *, bid_top, ask_top, step, levels, qty, positio
     """Assemble a :class:`Quote` the same way for every policy.
 
     * tops clamped to the local touch (bid <= best bid, ask >= best ask);
-    * no bids while ``position >= max_position``, no asks while ``position <= -max_position``
-      (qty units; the kernel enforces max position too, this keeps hftbacktest's behaviour of
-      not even quoting the side);
+    * ``max_position`` (qty units) travels in the quote: :func:`mmsweep.kernels.orders.to_decision`
+      stops a side at the limit (no bids while ``position >= max_position``, no asks while
+      ``position <= -max_position``, as hftbacktest's examples do), the same way in every engine;
     * a side with a non-finite or out-of-range top, or size 0, gets 0 levels (its top is set to
       the touch so the field stays finite).
     """
     one = xp.ones_like(mid_ticks(obs) * 1.0)
     bid_size = qty if bid_qty is None else bid_qty
     ask_size = qty if ask_qty is None else ask_qty
-    bid_levels = xp.where(position >= max_position, 0.0, levels)
-    ask_levels = xp.where(position <= -max_position, 0.0, levels)
-    bid_top, bid_levels = _side(bid_top, obs.bid, bid_levels, bid_size, xp, True)
-    ask_top, ask_levels = _side(ask_top, obs.ask, ask_levels, ask_size, xp, False)
+    bid_top, bid_levels = _side(bid_top, obs.bid, levels, bid_size, xp, True)
+    ask_top, ask_levels = _side(ask_top, obs.ask, levels, ask_size, xp, False)
     return Quote(
         bid_top=bid_top * one, ask_top=ask_top * one, step=step * one,
         bid_levels=bid_levels * one, ask_levels=ask_levels * one, qty=qty * one,
