@@ -242,3 +242,18 @@ def test_lane_step_uses_only_primitives_the_gpu_lowering_knows():
             params = {k: jnp.float32(1) for k in lanes(policy, 1)}
             jaxpr = jax.make_jaxpr(lambda p, s, r: body(p, s, r)[0])(params, init(), row)
             assert primitives(jaxpr.jaxpr, set()) <= known, (policy, primitives(jaxpr.jaxpr, set()) - known)
+
+
+def test_numba_results_do_not_depend_on_threads_or_batch(frames):
+    """A lane's metrics are the same bit for bit whatever the thread count and whichever lanes
+    run beside it (no cross-lane reduction, no FMA contraction in the numba backend)."""
+    params = lanes("grid", 150, seed=12)
+    config = config_for(frames, "grid", **invariant_flags("grid", params))
+    with enable_x64():
+        rows = {k: np.asarray(v) for k, v in rebase_frames(frames, config.market.base_tick, jnp.float64).items()}
+        one = run_lanes_numba(params, rows, config, threads=1)
+        two = run_lanes_numba(params, rows, config, threads=2)
+        part = run_lanes_numba({k: v[70:75] for k, v in params.items()}, rows, config)
+    for key in one:
+        np.testing.assert_array_equal(np.asarray(one[key]), np.asarray(two[key]), err_msg=key)
+        np.testing.assert_array_equal(np.asarray(one[key])[70:75], np.asarray(part[key]), err_msg=key)
