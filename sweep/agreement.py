@@ -240,11 +240,29 @@ def relative_difference(fast: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
             "median_gap": stat(np.median, exact[both] - fast[both]), "gap_n": int(both.sum())}
 
 
+def pnl_gap(fast: np.ndarray, exact: np.ndarray, lanes: np.ndarray) -> dict[str, Any]:
+    """:func:`relative_difference` of PnL over ``lanes`` (a mask), with ``exact_above``: the
+    share of them (finite on both sides) where the exact PnL is above the fast one (to
+    :data:`DIGITS` significant digits), and ``exact_below`` where below."""
+    lanes = np.asarray(lanes, bool)
+    f, e = np.asarray(fast, np.float64)[lanes], np.asarray(exact, np.float64)[lanes]
+    out = relative_difference(f, e)
+    both = np.isfinite(f) & np.isfinite(e)
+    n = int(both.sum())
+    f, e = rounded(f), rounded(e)  # equal to DIGITS significant digits: neither above nor below
+    out.update(lanes=int(lanes.sum()), exact_above=float((e[both] > f[both]).mean()) if n else float("nan"),
+               exact_below=float((e[both] < f[both]).mean()) if n else float("nan"))
+    return out
+
+
 def whole_sweep(*, fast: dict[str, np.ndarray], exact: dict[str, np.ndarray], fast_ok: np.ndarray,
                 exact_ok: np.ndarray, metric: str, maximize: bool, ks: tuple[int, ...] = (10, 20)) -> dict[str, Any]:
     """Agreement over every lane of a sweep (an exhaustive replay): Spearman of the objective
-    and of PnL, top-k overlaps for each ``k`` in ``ks``, the PnL gap, and where the fast #1
-    lands on the exact side."""
+    and of PnL (every lane finite on both sides), top-k overlaps for each ``k`` in ``ks``, the
+    PnL gap over the lanes that meet the constraints on both sides (the lanes a selection
+    chooses from; lanes that hardly trade would otherwise make the median 0) with the share of
+    them where the exact PnL is above the fast one, and where the fast #1 lands on the exact
+    side."""
     n = len(np.asarray(fast[metric]))
     lanes = np.arange(n)
     fr = ranks(fast[metric], fast_ok, maximize)
@@ -255,7 +273,7 @@ def whole_sweep(*, fast: dict[str, np.ndarray], exact: dict[str, np.ndarray], fa
         "spearman": {"objective": {"metric": metric, **spearman(fast[metric], exact[metric])},
                      "PnL": spearman(fast["PnL"], exact["PnL"])},
         "top_overlap": {str(k): overlap(fr, er, lanes, k) for k in ks},
-        "pnl_gap": relative_difference(fast["PnL"], exact["PnL"]),
+        "pnl_gap": pnl_gap(fast["PnL"], exact["PnL"], np.asarray(fast_ok, bool) & np.asarray(exact_ok, bool)),
         "fast_best": best,
     }
     if best["lane"] is not None:

@@ -28,7 +28,7 @@ Schema (defaults shown; "required" keys have none)::
                                   # (hftbacktest order-latency rows, interpolated)
     fees: {maker_bps: -0.5, taker_bps: 7.0}   # required; bps of traded value, positive = cost,
                                               # negative = rebate (hftbacktest's convention)
-    fill_model: cross             # cross (strict cross, conservative) | touch (optimistic)
+    fill_model: cross             # cross (a trade through the price) | touch (a trade at it)
     features: []                  # FeatureSpec dicts (features.py), named e.g. imbalance_5,
                                   # spot.rolling_return_300s; policies read them by name
     strategy:

@@ -85,8 +85,8 @@ def verify_scatter(path: str | os.PathLike, panels: Sequence[dict], *, top: np.n
         ok = np.isfinite(fast) & np.isfinite(exact)
         other = ok & ~top & ~frontier
         for mask, color, marker, label, z, s in (
-                (other, _SAMPLE, "o", "other verified lanes" if frontier.any() else "random sample", 2, size),
-                (ok & frontier, _FRONTIER, "s", "rest of the fast frontier", 3, max(size, 14)),
+                (other, _SAMPLE, "o", "other lanes" if frontier.any() else "random sample", 2, size),
+                (ok & frontier, _FRONTIER, "s", "rest of the frontier", 3, max(size, 14)),
                 (ok & top, _TOP, "D", "sweep's top K", 4, 30)):
             if mask.any():
                 ax.scatter(fast[mask], exact[mask], s=s, c=color, marker=marker, alpha=0.8, edgecolors="black",
@@ -153,18 +153,32 @@ def verify_fill_models(path: str | os.PathLike, series: Sequence[dict], *, exact
             if ok.any():
                 lo = min(lo, float(fast[ok].min()), float(ex[ok].min()))
                 hi = max(hi, float(fast[ok].max()), float(ex[ok].max()))
+        beyond = 0
         if np.isfinite(lo):
+            values = np.concatenate([np.asarray(s[key], np.float64) for s in series] + [ex])
+            values = values[np.isfinite(values)]
+            q_lo, q_hi = (float(q) for q in np.quantile(values, [0.02, 0.98]))
+            if hi - lo > 2 * (q_hi - q_lo) > 0:  # a few lanes far out would squeeze the rest into a corner
+                lo, hi = q_lo, q_hi
+                for s in series:
+                    fast = np.asarray(s[key], np.float64)
+                    ok = np.isfinite(fast) & np.isfinite(ex)
+                    beyond += int((ok & ((fast < lo) | (fast > hi) | (ex < lo) | (ex > hi))).sum())
             pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="black", lw=1, label="y = x", zorder=1)
             ax.set_xlim(lo - pad, hi + pad)
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel(f"fast kernel: {text}")
         ax.set_ylabel(f"exact engine: {text}")
+        if beyond:
+            ax.set_title(f"{'objective' if key == 'fast' else 'PnL'} ({beyond} point(s) beyond the axes: the 2-98 % "
+                         "range shown)", fontsize=11)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, fontsize=8, frameon=False,
                   markerscale=1.5)
-    axes[0].set_title("objective", fontsize=11)
-    axes[1].set_title("PnL", fontsize=11)
+    for ax, name in zip(axes, ("objective", "PnL")):
+        if not ax.get_title():
+            ax.set_title(name, fontsize=11)
     fig.suptitle(title, fontsize=12)
     return _save(fig, path)
 

@@ -229,8 +229,11 @@ def agreement_tables(summary: dict[str, Any]) -> list[dict[str, Any]]:
         for kk in ("10", "20"):
             row(f"top-{kk} overlap",
                 lambda d, kk=kk: f"{ex(d)['top_overlap'][kk]['common']}/{ex(d)['top_overlap'][kk]['k']}")
+        row("feasible on both sides (PnL rows below)", lambda d: f"{ex(d)['pnl_gap'].get('lanes', 0):,}")
         row("median PnL (exact - fast) / |fast|", lambda d: _pct(ex(d)["pnl_gap"]["median"]))
         row(f"median PnL exact - fast ({unit})", lambda d: _fmt(ex(d)["pnl_gap"]["median_gap"], 3))
+        row("exact PnL above / below the fast", lambda d: f"{_pct(ex(d)['pnl_gap'].get('exact_above'))} / "
+                                                          f"{_pct(ex(d)['pnl_gap'].get('exact_below'))}")
         row("exact rank of the fast #1",
             lambda d: (f"{ex(d)['fast_best']['exact_rank']} of {ex(d)['fast_best']['exact_ranked']:,}"
                        if ex(d)["fast_best"].get("exact_rank") else "n/a"))

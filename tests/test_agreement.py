@@ -51,6 +51,13 @@ def test_reversed_ranking() -> None:
     assert whole["fast_best"]["exact_rank"] == n and whole["fast_best"]["sweep_beating"] == n - 1
     assert whole["top_overlap"]["10"]["common"] == 0 and whole["top_overlap"]["20"]["common"] == 10
     assert whole["spearman"]["objective"]["rho"] == pytest.approx(-1.0)
+    # the PnL gap over the lanes feasible on both sides only
+    part = np.arange(n) < 20
+    whole = ag.whole_sweep(fast={"SR": fast, "PnL": fast}, exact={"SR": exact, "PnL": exact}, fast_ok=ok,
+                           exact_ok=part, metric="SR", maximize=True)
+    gap = whole["pnl_gap"]
+    assert gap["lanes"] == 20 and gap["median_gap"] == pytest.approx(np.median(-2 * fast[:20]))
+    assert gap["exact_below"] == pytest.approx(19 / 20) and gap["exact_above"] == 0.0  # lane 0: 0 vs 0
 
 
 def test_minimised_objective_and_infeasible_fast_best() -> None:

@@ -222,6 +222,9 @@ def test_exhaustive_with_two_fill_models(run_dir, verified, runs, tmp_path) -> N
 
     data = json.loads((copy / "verify.json").read_text())
     assert set(data["fill_models"]) == {"cross", "touch"} and data["lanes"]["exhaustive"]
+    # values equal to 10 significant digits are ties
+    v = v.with_columns([pl.col(c).map_elements(lambda x: float(f"{x:.10g}"), return_dtype=pl.Float64)
+                        for c in ("fast_SR", "fast_touch_SR", "exact_SR", "fast_PnL", "fast_touch_PnL", "exact_PnL")])
     exact_ok = (v["exact_NumberOfTrades"].to_numpy() >= 1) & np.isfinite(v["exact_SR"].to_numpy())
     exact_top = set(v.filter(pl.Series(exact_ok)).sort(["exact_SR", "lane"], descending=[True, False])["lane"]
                     .to_list()[:10])
@@ -236,8 +239,10 @@ def test_exhaustive_with_two_fill_models(run_dir, verified, runs, tmp_path) -> N
                        .to_list()[:10])
         assert ex["top_overlap"]["10"]["common"] == len(fast_top & exact_top)
         assert ex["top_overlap"]["20"]["k"] == 18  # capped at the lanes the fast side ranks
-        gap = (v["exact_PnL"] - v[col.replace("SR", "PnL")]).to_numpy()
+        gap = (v["exact_PnL"] - v[col.replace("SR", "PnL")]).to_numpy()[fast_ok & exact_ok]  # lanes both rank
+        assert ex["pnl_gap"]["lanes"] == int((fast_ok & exact_ok).sum()) > 0
         assert ex["pnl_gap"]["median_gap"] == pytest.approx(float(np.median(gap)))
+        assert ex["pnl_gap"]["exact_above"] == pytest.approx(float(np.mean(gap > 0)))
         assert ex["checks"]["sweep_beating"] == ex["fast_best"]["sweep_beating"]
     assert data["agreement"]["exhaustive"] == data["fill_models"]["cross"]["exhaustive"]
     assert data["exhaustive_estimate"]["lanes"] == 18 and data["exhaustive_estimate"]["seconds"] > 0
