@@ -432,15 +432,42 @@ def show_cmd(run_dir, lane, out_dir, no_exact) -> None:
 @click.argument("run_dir", type=click.Path())
 @click.option("--rank", type=int, default=None, help="Train rank of the lane to export (1 = best; the default).")
 @click.option("--lane", type=int, default=None, help="Lane id to export (the results' `lane` column).")
+@click.option("--tuned", type=int, default=None,
+              help="Tuned point to export (tune.parquet's `tuned` column: 1 = the best hard train objective).")
 @click.option("-o", "--out", required=True, help="Output YAML file ('-' = standard output).")
-def export_cmd(run_dir, rank, lane, out) -> None:
-    """Write one lane of RUN_DIR as a complete experiment that `mmsweep run` reproduces exactly."""
+def export_cmd(run_dir, rank, lane, tuned, out) -> None:
+    """Write one lane (or tuned point) of RUN_DIR as a complete experiment that `mmsweep run`
+    reproduces exactly."""
     from .export import export_run
 
-    path, chosen = export_run(run_dir, out, rank=rank, lane=lane,
+    path, chosen = export_run(run_dir, out, rank=rank, lane=lane, tuned=tuned,
                               warn=lambda m: click.echo(click.style(f"warning: {m}", fg="yellow"), err=True))
     if path is not None:
         click.echo(f"exported {chosen.label} to {path}; run it with: mmsweep run {path}", err=True)
+
+
+@main.command("tune")
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--params", default=None, metavar="NAMES",
+              help="Parameters to tune, comma-separated (default: the experiment's tune.params, else its swept "
+                   "continuous parameters).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default: tune.steps).")
+@click.option("--starts", type=click.IntRange(min=1), default=None,
+              help="Start from the run's top N lanes (default: tune.starts).")
+@click.option("--exact-top", type=click.IntRange(min=0), default=None,
+              help="Best tuned points replayed on the exact engine with their starts (default: tune.exact.top).")
+def tune_cmd(target, params, steps, starts, exact_top) -> None:
+    """Gradient-tune the best points of TARGET (a run folder, or an experiment YAML that is run
+    first) on the smooth kernel; re-score them on the hard kernel and the exact engine."""
+    from .tune import tune_target
+
+    names = None if params is None else [p.strip() for p in params.split(",") if p.strip()]
+    summary = tune_target(target, params=names, steps=steps, starts=starts, exact_top=exact_top,
+                          log=lambda m: click.echo(m, err=True), progress=lambda m: click.echo(m, err=True))
+    click.echo("\n" + summary["table"])
+    click.echo("\nwritten:")
+    for path in summary["files"].values():
+        click.echo(f"  {path}")
 
 
 @main.command()

@@ -66,6 +66,7 @@ Schema (defaults shown; "required" keys have none)::
           backend: auto}          # auto (numba on a CPU, jax on a GPU) | jax | numba
     fit: {horizon_s: 10, params: [beta]}   # optional: coefficients regressed on the train part
                                   # before the sweep (fair_value / linear_alpha), see fit.py
+    tune: {params: [skew]}        # optional: gradient tuning by mmsweep tune, see tune_config.py
     provenance: {}                # informational, ignored when running: where an exported
                                   # experiment came from (mmsweep.sweep.export documents it)
 
@@ -172,7 +173,8 @@ FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
 AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
 SAMPLERS = ("random", "sobol")
 TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "features",
-            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance", "fit")
+            "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance", "fit",
+            "tune")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -436,6 +438,7 @@ class Experiment:
     source: str = dataclasses.field(default="", compare=False)
     provenance: dict | None = dataclasses.field(default=None, compare=False)  # informational only
     fit: Any = None  # fit.Fit: coefficients regressed on the train part before the sweep
+    tune: Any = None  # tune_config.Tune: what mmsweep tune optimises (not part of the run's hash)
 
     @property
     def policy(self) -> Policy:
@@ -1513,6 +1516,11 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         provenance=_parse_provenance(ctx, top.raw("provenance")),
         fit=fit,
     )
+    if top.raw("tune") is not None:  # mmsweep tune's section (tune_config.py)
+        from .tune_config import parse_tune
+
+        exp = dataclasses.replace(exp, tune=parse_tune(ctx, top.raw("tune"), policy_name, policy, active, sweep,
+                                                       exp.objective.metric))
     if exp.objective.rank_on != "train" and exp.split.folds is None:
         raise ctx.fail("objective.rank_on", f"rank_on: {exp.objective.rank_on} ranks across folds; add "
                        "split.walk_forward or split.k_fold")
@@ -1620,4 +1628,5 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
                 and not (k == "time_chunk_rows" and v is None)},
         **({"provenance": exp.provenance} if exp.provenance is not None else {}),
         **({"fit": exp.fit.to_dict()} if exp.fit is not None else {}),
+        **({"tune": exp.tune.to_dict()} if exp.tune is not None else {}),
     }

@@ -1,6 +1,6 @@
 """``mmsweep export``: one configuration of a run as a complete experiment that runs again.
 
-``mmsweep export RUN_DIR [--rank N | --lane ID] -o best.yaml`` writes a YAML experiment holding
+``mmsweep export RUN_DIR [--rank N | --lane ID | --tuned K] -o best.yaml`` writes a YAML experiment holding
 everything the chosen lane's metrics depend on: the strategy and every parameter (each with its
 unit, from the policy's parameter declarations, as a comment), the data section, interval,
 latency, fees, fill model, features, split, metrics and verify settings of the run, and
@@ -591,12 +591,21 @@ def write_text(path: Path | None, text: str) -> None:
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, rank: int | None = None,
-               lane: int | None = None, warn: Callable[[str], None] | None = None) -> tuple[Path | None, Chosen]:
-    """``mmsweep export``: choose a lane of ``run_dir`` (``rank`` 1 by default, or ``lane``) and
+               lane: int | None = None, warn: Callable[[str], None] | None = None,
+               tuned: int | None = None) -> tuple[Path | None, Chosen]:
+    """``mmsweep export``: choose a lane of ``run_dir`` (``rank`` 1 by default, or ``lane``), or
+    tuned point ``tuned`` of its ``tune.parquet`` (:func:`mmsweep.sweep.tune.choose_tuned`), and
     write it to ``out`` (``-`` = standard output).  Returns the path written and the choice."""
+    if tuned is not None and (rank is not None or lane is not None):
+        raise InputError("give --tuned, --rank or --lane, not two of them", key="--tuned")
     path = check_output(out)
     run = read_run(run_dir)
-    chosen = choose_lane(run, rank=rank, lane=lane, warn=warn)
+    if tuned is not None:
+        from .tune import choose_tuned
+
+        chosen = choose_tuned(run, tuned)
+    else:
+        chosen = choose_lane(run, rank=rank, lane=lane, warn=warn)
     write_text(path, export_experiment(run, chosen, warn=warn))
     return path, chosen
 

@@ -59,7 +59,9 @@ class Prepared:
 
 
 def experiment_hash(exp) -> str:
-    return hashlib.sha256(json.dumps(exp.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    resolved = exp.to_dict()
+    resolved.pop("tune", None)  # how mmsweep tune tunes a run does not change the run's lanes
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _split_rows(frames, split) -> int:
