@@ -355,8 +355,9 @@ MAX_EXACT_MINUTES = 30.0
 def parse_fill_models(value: Any, run_model: str) -> tuple[str, ...]:
     """The fill models to compare: the run's own first, then the others named in ``value``
     (``"cross,touch"`` or a list).  A name the kernel does not know is a one-line error naming it."""
-    from ..kernels.fills import FILL_MODELS
+    from ..kernels import fills
 
+    known = tuple(getattr(fills, "NAMES", fills.FILL_MODELS))  # the models an experiment may name
     if value is None:
         return (run_model,)
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -364,9 +365,9 @@ def parse_fill_models(value: Any, run_model: str) -> tuple[str, ...]:
     if not names:
         raise InputError("no fill model named; give names such as cross,touch", key="fill_models")
     for name in names:
-        if name not in FILL_MODELS:
+        if name not in known:
             raise InputError(f"fill model {name!r} is not available in this version of mmsweep (available: "
-                             f"{', '.join(sorted(FILL_MODELS))})", key="fill_models")
+                             f"{', '.join(sorted(known))})", key="fill_models")
     out = [run_model]
     for name in names:
         if name not in out:

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmsweep.kernels.fills import FILL_MODELS
+from mmsweep.kernels import fills
+
+KNOWN = tuple(getattr(fills, "NAMES", fills.FILL_MODELS))
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +19,7 @@ def _bench(*args: str, env: dict | None = None, timeout: int = 600) -> subproces
 
 
 def test_missing_fill_models_are_named_before_any_work(tmp_path) -> None:
-    missing = [m for m in ("queue", "nosuch") if m not in FILL_MODELS]
+    missing = [m for m in ("queue", "nosuch") if m not in KNOWN]
     result = _bench("--fill-models", ",".join(["cross", "touch", *missing]), "--out", str(tmp_path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -260,12 +260,12 @@ def test_exhaustive_with_two_fill_models(run_dir, verified, runs, tmp_path) -> N
     assert not path.exists()
 
 
-def test_exhaustive_and_frontier_refusals(run_dir, tmp_path) -> None:
+def test_exhaustive_and_frontier_refusals(run_dir, verified, tmp_path) -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="frontier must be a whole number >= 1"):
             verify_run(run_dir, frontier=bad, log=lambda m: None)
-    with pytest.raises(InputError, match=r"fill model 'queue' is not available .*available: cross, touch"):
-        verify_run(run_dir, fill_models="cross,touch,queue", log=lambda m: None)
+    with pytest.raises(InputError, match=r"fill model 'nosuch' is not available .*available: cross, "):
+        verify_run(run_dir, fill_models="cross,touch,nosuch", log=lambda m: None)
     with pytest.raises(InputError, match="max_exact_minutes"):
         verify_run(run_dir, exhaustive=True, max_exact_minutes=0, log=lambda m: None)
     before = (run_dir / "verify.json").read_bytes()
@@ -273,7 +273,7 @@ def test_exhaustive_and_frontier_refusals(run_dir, tmp_path) -> None:
                                          r".*limit of 1e-06 min; raise --max-exact-minutes"):
         verify_run(run_dir, exhaustive=True, max_exact_minutes=1e-6, log=lambda m: None)
     assert (run_dir / "verify.json").read_bytes() == before  # refused before anything was written
-    for args, words in ((["--frontier", "0"], "frontier"), (["--fill-models", "queue"], "'queue'"),
+    for args, words in ((["--frontier", "0"], "frontier"), (["--fill-models", "touch,nosuch"], "'nosuch'"),
                         (["--exhaustive", "--max-exact-minutes", "0.000001"], "--max-exact-minutes"),
                         (["--max-exact-minutes", "nan"], "--max-exact-minutes")):
         result = CliRunner().invoke(main, ["verify", str(run_dir), *args])
@@ -286,7 +286,7 @@ def test_exhaustive_and_frontier_refusals(run_dir, tmp_path) -> None:
     assert result.exit_code == 2 and "no results.parquet" in result.output
 
 
-def test_replay_and_score_takes_lanes_or_parameter_values(run_dir) -> None:
+def test_replay_and_score_takes_lanes_or_parameter_values(run_dir, verified) -> None:
     """The path a tuner re-checks candidates with: parameter values that need not be lanes."""
     from mmsweep.sweep.run import prepare
     from mmsweep.sweep.verify import replay_and_score
