@@ -13,11 +13,18 @@ Schema (defaults shown; "required" keys have none)::
       source: synthetic           # synthetic | files
       synthetic: {hours: 1.0, seed: 0, lead_lag_ms: 200.0}
                                   # any scalar field of data.synthetic.SynthConfig; instruments
-                                  # 'futures' and 'spot'
+                                  # 'futures' and 'spot'.  Or {days: 60, piece_hours: 1, ...}:
+                                  # generated day by day, frames streamed into a store
       files:                      # source: files -- one entry per instrument, named freely
         futures: {path: ..., format: binance, tick_size: 0.1, lot_size: 0.001, symbol: BTCUSDT}
-        spot: {path: ...}         # path: a file, or a list of Tardis files of one symbol;
-                                  # format/tick_size/lot_size/symbol optional (detected/inferred)
+        spot: {path: ...}         # path: a file, a glob or a list: one instrument in time order
+                                  # (Tardis/archive files of one day merge; several files are a
+                                  # sequence, streamed); format/tick_size/lot_size/symbol optional
+                                  # (detected/inferred); also instrument: {inverse: true,
+                                  # contract_size: 10}, base_latency_ms (Binance captures; 0 =
+                                  # hftbacktest's clock), feed_latency_ms (Binance archives,
+                                  # required there), snapshot (hftbacktest npz initial snapshot)
+      instrument: {}              # the quoted instrument's accounting override (as in a file entry)
       quoted: futures             # the instrument quoted; the others are signal instruments.
                                   # Default: futures (synthetic), the only one (files)
       stale_after_s: 60           # a book unchanged this long at a decision is stale: frames
@@ -59,11 +66,14 @@ Schema (defaults shown; "required" keys have none)::
        frontier: 4}               # replay the fast top top_k x frontier lanes (+ the sample)
     metrics: {resample_s: 1.0, book_size: 100000, trading_days_per_year: 252}
                                   # equity resample period (s, a multiple of the interval); book
-                                  # size (quote currency) for Return/MaxDrawdown; SR annualisation
+                                  # size (the PnL currency: quote currency, the coin for inverse
+                                  # contracts) for Return/MaxDrawdown; SR annualisation
     run: {chunk_lanes: 8192, dtype: float32, out: runs,
           max_levels: null,       # order slots per side in the kernel's arrays; null = the widest
                                   # lane's n_levels (an exported lane pins its sweep's value)
-          backend: auto}          # auto (numba on a CPU, jax on a GPU) | jax | numba
+          backend: auto,          # auto (numba on a CPU, jax on a GPU) | jax | numba
+          time_chunk_rows: null}  # frame rows per kernel call, lane state carried (streamed
+                                  # sources: 2^20 when null; in-memory frames: a part at once)
     fit: {horizon_s: 10, params: [beta]}   # optional: coefficients regressed on the train part
                                   # before the sweep (fair_value / linear_alpha), see fit.py
     tune: {params: [skew]}        # optional: gradient tuning by mmsweep tune, see tune_config.py
@@ -801,6 +811,8 @@ def _parse_synthetic(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
             out[name] = sec.integer(name, default, what=what)
         else:
             out[name] = sec.number(name, default, what=what)
+    if "days" in out:
+        out.pop("hours")  # a market of days: hours does not apply (and is not written back)
     try:
         SynthConfig(**{k: v for k, v in out.items() if k not in ("days", "piece_hours")})
     except InputError as exc:  # re-key SynthConfig's own checks to the YAML key
@@ -1423,7 +1435,8 @@ def _parse_metrics(ctx: _Ctx, raw: Any, interval_ns: int) -> Metrics:
     if abs(rows - round(rows)) > 1e-9 * max(1.0, rows) or round(rows) < 1:
         raise ctx.fail(sec.k("resample_s"), f"{resample_s:g} s is not a whole number of decision intervals "
                                             f"({interval_ns / 1e6:g} ms)")
-    book = sec.number("book_size", 100_000.0, what="capital for Return and MaxDrawdown, quote currency",
+    book = sec.number("book_size", 100_000.0,
+                      what="capital for Return and MaxDrawdown, in the PnL currency (the coin for inverse contracts)",
                       low=0, open_low=True)
     days = sec.number("trading_days_per_year", 252.0, what="annualisation of SR and Sortino", low=0,
                       open_low=True, high=366)

@@ -174,6 +174,8 @@ def input_files(exp) -> list[str]:
     if exp.data.files:
         for source in exp.data.files.values():
             files.extend(source.paths)
+            if getattr(source, "snapshot", None):  # an initial snapshot of an npz sequence
+                files.append(source.snapshot)
     if exp.latency.file:
         files.append(exp.latency.file)
     return sorted(set(files))

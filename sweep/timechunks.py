@@ -149,13 +149,39 @@ def warn_zero_size(exp, config, lanes: dict, frames, train_rows, base_tick: int)
     except Exception as exc:  # noqa: BLE001 - a check must never stop a sweep
         warnings.warn(f"could not check the lanes' order sizes ({type(exc).__name__}: {exc})", stacklevel=3)
         return None
+    inst = frames.instrument
+    _warn_notional_on_inverse(exp, inst)
+    if inst.inverse and exp.metrics.book_size == 100_000.0:
+        from .data.instruments import units as _units
+
+        coin = _units(inst)["pnl"]
+        warnings.warn(f"metrics.book_size is 100,000 {coin} (the default, sized for a quote currency): on inverse "
+                      f"{inst.symbol} Return, MaxDrawdown and DailyTurnover are fractions of it; set it in {coin}",
+                      UserWarning, stacklevel=3)
     if not len(idx):
         return None
-    inst = frames.instrument
     message = describe_zero_lanes(idx, lanes, POLICIES[exp.strategy.policy].params, inst.lot_size,
                                   units(inst)["qty_short"])
     warnings.warn(message, UserWarning, stacklevel=3)
     return {"lanes": [int(i) for i in idx[:1000]], "count": int(len(idx)), "message": message}
+
+
+def _warn_notional_on_inverse(exp, inst) -> None:
+    """A policy sized by a quote-currency notional (qty = notional / mid, in coins) on an inverse
+    instrument, whose qty is contracts: say so, rather than let the sizes be silently off."""
+    if not inst.inverse:
+        return
+    from .config import POLICIES
+
+    params = POLICIES[exp.strategy.policy].params
+    notional = [k for k, p in params.items() if "notional" in k and p.unit == "quote currency"]
+    if not notional:
+        return
+    warnings.warn(f"{exp.strategy.policy} sizes orders from {', '.join(notional)} (quote currency) as notional / "
+                  f"mid, a number of coins; {inst.symbol} is inverse, its qty is contracts of "
+                  f"{inst.contract_multiplier:g} USD, so an order of N USD is N / {inst.contract_multiplier:g} "
+                  f"contracts, not N / mid: size orders in contracts (e.g. grid's order_qty) on inverse instruments",
+                  UserWarning, stacklevel=4)
 
 
 def _store_sample(rows: StoreRows):

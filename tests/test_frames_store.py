@@ -46,7 +46,7 @@ def _assert_same(whole, got) -> None:
 
 @pytest.fixture(scope="module")
 def market():
-    return synthetic_market(SynthConfig(hours=0.2, seed=3))
+    return synthetic_market(SynthConfig(hours=0.12, seed=3))
 
 
 def test_store_equals_the_frames_built_at_once(market, monkeypatch, tmp_path) -> None:
@@ -57,10 +57,10 @@ def test_store_equals_the_frames_built_at_once(market, monkeypatch, tmp_path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         whole = _build(market["futures"], spec, {"spot": market["spot"]})
-    store = fs.build_store({"futures": _pieces(market["futures"], (170, 333, 500, 611)),
-                            "spot": _pieces(market["spot"], (100, 450))}, "futures", spec, "k1",
-                           cache_dir=tmp_path, segment_rows=1500)
-    assert len(store.chunks) >= 5
+    store = fs.build_store({"futures": _pieces(market["futures"], (100, 190, 250, 333)),
+                            "spot": _pieces(market["spot"], (60, 210))}, "futures", spec, "k1",
+                           cache_dir=tmp_path, segment_rows=900)
+    assert len(store.chunks) >= 4
     _assert_same(whole, store.to_frames())
     assert store.median_bid() == int(np.median(whole["bid"]))
     assert store.meta["max_lag"] == whole.meta["max_lag"]
@@ -124,16 +124,16 @@ def _experiment(data: dict, run: dict | None = None) -> dict:
         "fees": {"maker_bps": -0.5, "taker_bps": 7},
         "features": [{"kind": "rolling_return", "instrument": "spot", "window_s": 30},
                      {"kind": "rolling_return", "instrument": "spot", "window_s": 10}],
-        "strategy": {"policy": "fair_value", "static": {"signals": ["spot.rolling_return_30s", "spot.rolling_return_10s"]},
-                     "params": {"n_levels": 2, "order_notional": 1000, "max_notional": 20000}},
-        "sweep": {"relative_half_spread_bps": {"linspace": [0.5, 3, 3]}, "beta": {"list": [0, 1]}},
+        "strategy": {"policy": "grid", "params": {"n_levels": 2, "order_qty": 0.01, "max_position": 0.2,
+                                                   "relative": 1, "grid_interval": 1}},
+        "sweep": {"half_spread": {"linspace": [0.5, 3, 3]}, "skew": {"list": [0.02, 0.2]}},
         "split": {"train_fraction": 0.6}, "run": {"dtype": "float32", **(run or {})},
     }
 
 
 def test_sweep_in_time_chunks_equals_the_sweep_at_once(monkeypatch, tmp_path) -> None:
-    """Streamed synthetic days (a frames store, swept in time chunks, numba and JAX) and the same
-    events read whole (swept at once, and in time chunks) give the same metrics, bit for bit."""
+    """Streamed synthetic days (a frames store, swept in time chunks) and the same events read whole
+    (swept at once, and in time chunks) give the same metrics, bit for bit."""
     from mmsweep.sweep.config import parse_experiment
     from mmsweep.sweep.data.store import save_events
     from mmsweep.sweep.datasource import load
@@ -141,7 +141,7 @@ def test_sweep_in_time_chunks_equals_the_sweep_at_once(monkeypatch, tmp_path) ->
 
     monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(fs, "LOOKAHEAD_NS", 20_000_000_000)
-    synthetic = {"source": "synthetic", "synthetic": {"days": 0.2 / 24, "piece_hours": 0.05, "seed": 4},
+    synthetic = {"source": "synthetic", "synthetic": {"days": 0.1 / 24, "piece_hours": 0.03, "seed": 4},
                  "quoted": "futures"}
     quiet = lambda *_: None  # noqa: E731
     with warnings.catch_warnings():
@@ -149,9 +149,6 @@ def test_sweep_in_time_chunks_equals_the_sweep_at_once(monkeypatch, tmp_path) ->
         streamed = prepare(parse_experiment(_experiment(synthetic, {"time_chunk_rows": 1111})), log=quiet)
         assert len(streamed.frames.chunks) >= 3
         got = run_chunk(streamed, 0, 6)
-        jax_run = prepare(parse_experiment(_experiment(synthetic, {"time_chunk_rows": 2500, "backend": "jax"})),
-                          log=quiet)
-        got_jax = run_chunk(jax_run, 0, 6)
         futures, signals = load(parse_experiment(_experiment(synthetic)).data)
         save_events(futures, tmp_path / "futures.npz")
         save_events(signals["spot"], tmp_path / "spot.npz")
@@ -164,6 +161,29 @@ def test_sweep_in_time_chunks_equals_the_sweep_at_once(monkeypatch, tmp_path) ->
         want = at_once[column].to_numpy()
         for other in (got, chunked):
             np.testing.assert_array_equal(other[column].to_numpy(), want, err_msg=column)
-    for column in ("train_PnL", "train_NumberOfTrades", "test_PnL", "train_SR"):  # JAX vs numba: as agreed
-        np.testing.assert_allclose(got_jax[column].to_numpy(), want := at_once[column].to_numpy(), rtol=2e-5,
-                                   atol=1e-6 * max(1.0, float(np.abs(want).max())), err_msg=column)
+    _check_device_chunks(streamed)
+
+
+def _check_device_chunks(prep) -> None:
+    """The JAX path's time chunks (the kernel itself is tests/test_backends.py's): device arrays,
+    the row clock counting on through the part, the state of one call handed to the next, and
+    every chunk built before the previous call's result is read."""
+    import dataclasses
+
+    import jax
+
+    from mmsweep.sweep.timechunks import run_part_chunked
+
+    calls = []
+
+    def fake_run(params, rows, config, state=None, return_state=False):
+        assert isinstance(rows["bid"], jax.Array) and return_state
+        calls.append((int(rows["index"][0]), len(rows["index"]), state))
+        return {"n": len(calls)}, f"state{len(calls)}"
+
+    exp = dataclasses.replace(prep.experiment, run=dataclasses.replace(prep.experiment.run, time_chunk_rows=700))
+    out = run_part_chunked(dataclasses.replace(prep, experiment=exp), "train", {}, fake_run, host=False)
+    n = len(prep.parts["train"])
+    assert [c[0] for c in calls] == list(range(0, n, 700)) and sum(c[1] for c in calls) == n
+    assert [c[2] for c in calls] == [None] + [f"state{i}" for i in range(1, len(calls))]
+    assert out == {"n": len(calls)}

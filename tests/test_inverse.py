@@ -96,3 +96,57 @@ def test_readers_infer_coinm_and_overrides_win(shared_data) -> None:
         apply_override(npz, {"contract_size": -1})
     with pytest.raises(InputError, match="unknown key"):
         apply_override(npz, {"contractsize": 10})
+
+
+def _cm_experiment(shared_data, **sweep) -> dict:
+    return {
+        "name": "cm", "data": {"source": "files", "files": {"eth": {
+            "path": str(shared_data / "binance" / "cm" / "ethusd_perp_20240808.gz")}}},
+        "interval_ms": 100, "latency": {"entry_ms": 10}, "fees": {"maker_bps": -0.5, "taker_bps": 5},
+        "strategy": {"policy": "grid", "params": {"n_levels": 2, "max_position": 50, "relative": 1,
+                                                   "grid_interval": 1, "skew": 0.05}},
+        "sweep": {"half_spread": {"list": [0.5, 1.0]}, **sweep},
+        "split": {"train_fraction": 0.6}, "metrics": {"book_size": 1.0}, "run": {"dtype": "float64"},
+    }
+
+
+def test_a_coinm_sweep_is_in_the_coin_and_zero_lot_lanes_are_named(shared_data, monkeypatch, tmp_path) -> None:
+    """On ETHUSD_PERP (1 contract lots) orders of 0.5 contract round to nothing: those lanes are
+    named in a warning before the sweep (and do not trade); the others' PnL is in ETH and equals
+    the exact engine's in the kernel's contract."""
+    from mmsweep.replay import ReplayConfig
+    from mmsweep.sweep.config import parse_experiment
+    from mmsweep.sweep.exact import replay_lanes
+    from mmsweep.sweep.run import prepare, run_chunk
+
+    monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path))
+    exp = parse_experiment(_cm_experiment(shared_data, order_qty={"list": [0.5, 3]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prep = prepare(exp, log=lambda *_: None)
+    said = [str(w.message) for w in caught if "round to 0 lots" in str(w.message)]
+    assert len(said) == 1 and "lanes 0, 2 " in said[0] and "order_qty=0.5" in said[0] and "contracts" in said[0]
+    assert prep.manifest["zero_size_lanes"]["lanes"] == [0, 2]
+    assert prep.manifest["units"]["pnl"] == "ETH" and prep.config.inverse and prep.config.contract_multiplier == 10
+    out = run_chunk(prep, 0, 4)
+    trades = out["train_NumberOfTrades"].to_numpy()
+    assert trades[0] == trades[2] == 0 and trades[1] > 10 and trades[3] > 10
+    result, exact = replay_lanes(prep, np.array([1, 3]), "train", ReplayConfig.degenerate(10_000_000, processes=1))
+    np.testing.assert_allclose(exact["PnL"], out["train_PnL"].to_numpy()[[1, 3]], rtol=1e-9, atol=1e-12)
+    assert np.abs(out["train_PnL"].to_numpy()).max() < 0.1  # ETH-sized: a few USD of PnL on 30 USD orders
+
+
+def test_notional_sizing_on_an_inverse_instrument_is_warned(shared_data, monkeypatch, tmp_path) -> None:
+    from mmsweep.sweep.config import parse_experiment
+    from mmsweep.sweep.run import prepare
+
+    monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path))
+    raw = _cm_experiment(shared_data)
+    raw["features"] = [{"kind": "mid_return", "lag_s": 1}]
+    raw["strategy"] = {"policy": "fair_value", "static": {"signals": ["mid_return_1s"]},
+                       "params": {"order_notional": 5000, "relative_half_spread_bps": 1.0}}
+    raw["sweep"] = {"beta": {"list": [0, 1]}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare(parse_experiment(raw), log=lambda *_: None)
+    assert any("inverse" in str(w.message) and "order_notional" in str(w.message) for w in caught)

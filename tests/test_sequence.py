@@ -186,3 +186,66 @@ def test_tardis_days_are_pieces(shared_data, tmp_path) -> None:
     assert len(joined.meta["sequence"]) == 2 and len(joined) == 2 * joined.meta["sequence"][0]["events"]
     assert np.all(np.diff(joined.table["local_ts"]) >= 0)
     assert joined.table["kind"][0] in (DEPTH, BBO, 2)
+
+
+def _exp(data: dict, run: dict | None = None) -> dict:
+    return {"name": "x", "data": data, "fees": {"maker_bps": 0, "taker_bps": 0},
+            "strategy": {"policy": "grid", "params": {"order_qty": 1, "half_spread": 1}}, "run": run or {}}
+
+
+def test_experiment_keys_for_sources(shared_data, tmp_path) -> None:
+    from mmsweep.sweep.config import parse_experiment
+
+    cm_glob = str(shared_data / "binance" / "cm" / "ethusd_perp_2024080*.gz")
+    exp = parse_experiment(_exp({"source": "files", "files": {"eth": {
+        "path": cm_glob, "instrument": {"inverse": True, "contract_size": 10}, "base_latency_ms": 0}}},
+        {"time_chunk_rows": 5000}))
+    f = exp.data.files["eth"]
+    assert len(f.paths) == 2 and f.paths[0].endswith("20240808.gz") and f.base_latency_ns == 0
+    assert f.instrument == {"inverse": True, "contract_size": 10.0} and exp.data.streamed
+    assert exp.run.time_chunk_rows == 5000
+    again = parse_experiment(exp.to_dict())
+    assert again.data == exp.data and again.run == exp.run
+    single = parse_experiment(_exp({"source": "files", "files": {"eth": {"path": f.paths[0]}}}))
+    assert not single.data.streamed and "instrument" not in single.to_dict()["data"]["files"]["eth"]
+    days = parse_experiment(_exp({"source": "synthetic", "synthetic": {"days": 2, "piece_hours": 6}}))
+    assert days.data.streamed and days.data.synthetic["days"] == 2.0 and "hours" not in days.data.synthetic
+    assert parse_experiment(days.to_dict()).data == days.data  # as verify and export read it back
+    archive = parse_experiment(_exp({"source": "files", "files": {"f": {
+        "path": str(shared_data / "binance-archive" / "BTCUSDT-*-2024-08-08.zip"), "feed_latency_ms": 5}}}))
+    assert archive.data.files["f"].options()["feed_latency_ns"] == 5_000_000 and not archive.data.streamed
+    bad = [
+        ({"source": "files", "files": {"eth": {"path": str(tmp_path / "none_*.gz")}}}, "data.files.eth.path",
+         "matches no file"),
+        ({"source": "files", "files": {"eth": {"path": f.paths[0], "instrument": {"inverted": True}}}},
+         "data.files.eth.instrument.inverted", "unknown key"),
+        ({"source": "files", "files": {"eth": {"path": f.paths[0], "instrument": {"contract_size": 0}}}},
+         "data.files.eth.instrument.contract_size", "quote currency per contract"),
+        ({"source": "synthetic", "synthetic": {"days": 2, "hours": 3}}, "data.synthetic.hours", "hours or days"),
+        ({"source": "files", "instrument": {"inverse": True},
+          "files": {"eth": {"path": f.paths[0], "instrument": {"inverse": True}}}}, "data.instrument", "one place"),
+        ({"source": "files", "files": {"eth": {"path": [f.paths[0], f.paths[0]]}}}, "data.files.eth.path", "twice"),
+    ]
+    for data, key, text in bad:
+        with pytest.raises(InputError, match=text) as err:
+            parse_experiment(_exp(data))
+        assert err.value.key == key, (key, err.value)
+
+
+def test_data_inspect_reports_each_file_and_the_total(shared_data) -> None:
+    from click.testing import CliRunner
+
+    from mmsweep.sweep.cli import main
+
+    d = shared_data / "binance" / "cm"
+    out = CliRunner().invoke(main, ["data", "inspect", "--sequence", str(d / "ethusd_perp_20240808.gz"),
+                                    str(d / "ethusd_perp_20240809.gz")])
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "ETHUSD_PERP (binance-coinm)" in text and "PnL and fees in ETH" in text
+    assert "file 1 " in text and "file 2 " in text and "book continued from the file before" in text
+    assert text.count("clock offset +1.2") == 2 and "514,563" in text  # per file, and the events in total
+    old = CliRunner().invoke(main, ["data", "inspect", str(shared_data / "binance" / "usdm" / "btcusdt_20230404.gz")])
+    assert old.exit_code == 0 and "µs (16 digits, converted to ns)" in old.output
+    lin = CliRunner().invoke(main, ["data", "inspect", "--linear", str(d / "ethusd_perp_20240808.gz")])
+    assert lin.exit_code == 0 and "linear" in lin.output and "PnL in USD" in lin.output

@@ -102,7 +102,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if s["clock_offset_ns"] is not None:
         base = s.get("base_latency_ns")
         lines.append(f"  clock offset   local clock shifted by {s['clock_offset_ns'] / 1e9:+.6f} s"
-                     + (f" (minimum feed latency set to {base / 1e6:g} ms)" if base is not None else ""))
+                     + (f" (minimum feed latency of depth, trades and snapshots set to {base / 1e6:g} ms; "
+                        "bookTickers can arrive faster)" if base is not None else ""))
     lines.append(f"  sequence gaps  {s['sequence_gaps']}")
     for gap in s["gaps"]:
         lines.append(f"                 {gap}")
