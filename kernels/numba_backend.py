@@ -26,6 +26,7 @@ states the tolerances).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -37,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numba
 import numpy as np
 
 from .jaxpr_numba import translate
@@ -133,14 +135,17 @@ class _Layout:
         return out
 
 
-def _row_spec(config: KernelConfig, columns: list[str]):
-    """Specs and generated-code names of one frame row (int32 columns, then features)."""
+def _row_spec(config: KernelConfig, columns: list[str], qty_columns: list[str]):
+    """Specs and generated-code names of one frame row: int32 tick columns (``cols``), float
+    quantity columns (``qcols``), then features."""
     n_feat = len(config.market.feature_names)
     row = {c: jax.ShapeDtypeStruct((), jnp.int32) for c in columns}
+    row.update({c: jax.ShapeDtypeStruct((), config.dtype) for c in qty_columns})
     row["features"] = jax.ShapeDtypeStruct((n_feat,), config.dtype)
-    names = {c: f"row_{c}" for c in columns}
+    names = {c: f"row_{c}" for c in list(columns) + list(qty_columns)}
     names["features"] = tuple(f"feat_{k}" for k in range(n_feat))
     loads = [f"row_{c} = cols[r, {j}]" for j, c in enumerate(columns)]
+    loads += [f"row_{c} = qcols[r, {j}]" for j, c in enumerate(qty_columns)]
     loads += [f"feat_{k} = features[r, {k}]" for k in range(n_feat)]
     return row, names, loads
 
@@ -175,6 +180,7 @@ class _Translated(NamedTuple):
     ``feat_<k>`` the row), with their outputs as ``(expression, dtype)`` pytrees."""
 
     columns: list
+    qty_columns: list
     state_layout: Any
     pend_layout: Any
     row_loads: list
@@ -193,8 +199,10 @@ def _translate(config: KernelConfig, param_names: tuple[str, ...]) -> _Translate
     pend_layout = _Layout(state0.ring[0], np.dtype(config.dtype))
     win_a = window_columns(lane.fill_model, "a")
     win_b = window_columns(lane.fill_model, "b")
-    columns = list(ROW_COLUMNS) + sorted(set(win_a.values()) | set(win_b.values()))
-    row_spec, row_names, row_loads = _row_spec(config, columns)
+    qty_names = {f"{c}_{w}" for c in lane.fill_model.qty_columns for w in ("a", "b")}
+    columns = list(ROW_COLUMNS) + sorted((set(win_a.values()) | set(win_b.values())) - set(ROW_COLUMNS) - qty_names)
+    qty_columns = sorted(qty_names)
+    row_spec, row_names, row_loads = _row_spec(config, columns, qty_columns)
     params_spec = {k: jax.ShapeDtypeStruct((), config.dtype) for k in param_names}
     params_names = {k: f"prm{i}" for i, k in enumerate(param_names)}
     flag = jax.ShapeDtypeStruct((), jnp.bool_)
@@ -223,8 +231,8 @@ def _translate(config: KernelConfig, param_names: tuple[str, ...]) -> _Translate
         step, (params_spec, state_spec, row_spec, pend_layout.specs(), flag, flag, flag),
         (params_names, state_names, row_names, arr_names, "row_close", "row_fresh", "row_arrived"),
         what=what, prefix="a")
-    return _Translated(columns, state_layout, pend_layout, row_loads, commit_lines, commit_out, step_lines,
-                       step_state, step_pending, what)
+    return _Translated(columns, qty_columns, state_layout, pend_layout, row_loads, commit_lines, commit_out,
+                       step_lines, step_state, step_pending, what)
 
 
 _HEADER = """\
@@ -300,9 +308,9 @@ def generate_scalar(config: KernelConfig, param_names: tuple[str, ...]):
                          f"        ri[k * {pl_.n_i} + j, c] = rgi[k, j]"], 4))
     source = _header(config, t, 1) + "\n\n" + "\n".join(
         ['@numba.njit(cache=True, error_model="numpy", nogil=True)',
-         "def kernel(prm, sf, si, rf, ri, cols, features, close, first_lane, last_lane):"]
+         "def kernel(prm, sf, si, rf, ri, cols, qcols, features, close, first_lane, last_lane):"]
         + _indent(body, 4)) + "\n"
-    return source, t.columns, sl, pl_
+    return source, (t.columns, t.qty_columns), sl, pl_
 
 
 def generate(config: KernelConfig, param_names: tuple[str, ...], block: int = BLOCK):
@@ -315,7 +323,8 @@ def generate(config: KernelConfig, param_names: tuple[str, ...], block: int = BL
     the ring of decisions in flight is only touched by small copy loops outside it.
     """
     t = _translate(config, param_names)
-    state_layout, pend_probe, columns, row_loads = t.state_layout, t.pend_layout, t.columns, t.row_loads
+    state_layout, pend_probe, row_loads = t.state_layout, t.pend_layout, t.row_loads
+    columns = (t.columns, t.qty_columns)
     n_params = len(param_names)
     f_params = state_layout.n_f
     cur_layout = pend_probe.shifted(f_params + n_params, state_layout.n_i)
@@ -358,7 +367,7 @@ def generate(config: KernelConfig, param_names: tuple[str, ...], block: int = BL
         + _copy_rows("si", 0, "li", 0, state_layout.n_i, False, block)
     kernel_fn = [
         "@numba.njit(cache=True, error_model=\"numpy\", nogil=True)",
-        "def kernel(prm, sf, si, rf, ri, cols, features, close, first_block, last_block):",
+        "def kernel(prm, sf, si, rf, ri, cols, qcols, features, close, first_block, last_block):",
         "    n_lanes = sf.shape[1]",
         f"    lf = np.zeros({n_float_rows * block}, np.{np.dtype(config.dtype).name})",
         f"    li = np.zeros({n_int_rows * block}, np.int32)",
@@ -438,12 +447,18 @@ def run_lanes_numba(params: dict[str, Any], rows: dict[str, Any], config: Kernel
     rf, ri = pend_layout.pack(_stack_ring(state.ring), n, lead=(config.ring,))
     rf = rf.reshape(config.ring * pend_layout.n_f, n)
     ri = ri.reshape(config.ring * pend_layout.n_i, n)
-    cols = np.ascontiguousarray(np.stack([np.asarray(rows[c], np.int32) for c in columns], axis=1))
+    int_columns, qty_columns = columns
+    cols = np.ascontiguousarray(np.stack([np.asarray(rows[c], np.int32) for c in int_columns], axis=1))
+    qcols = np.ascontiguousarray(np.stack([np.asarray(rows[c], dtype) for c in qty_columns], axis=1)
+                                 if qty_columns else np.zeros((cols.shape[0], 0), dtype))
     features = np.ascontiguousarray(np.asarray(rows["features"], dtype))
     if features.ndim != 2 or features.shape[1] != len(config.market.feature_names):
         raise ValueError(f"features of shape {features.shape}; the market names {len(config.market.feature_names)}")
     close = np.asarray(closes(config, np.asarray(rows["index"])), np.int8)
-    _run_threads(kernel, (prm, sf, si, rf, ri, cols, features, close), n, int(block),
+    with _deep_recursion():  # numba's passes recurse along long dependency chains (queue models)
+        kernel.compile(tuple(numba.typeof(a) for a in (prm, sf, si, rf, ri, cols, qcols, features, close))
+                       + (numba.types.int64, numba.types.int64))
+    _run_threads(kernel, (prm, sf, si, rf, ri, cols, qcols, features, close), n, int(block),
                  _threads() if threads is None else int(threads))
     lanes = state_layout.unpack(sf, si)
     rf = rf.reshape(config.ring, pend_layout.n_f, n)
@@ -452,6 +467,16 @@ def run_lanes_numba(params: dict[str, Any], rows: dict[str, Any], config: Kernel
     new_state = KernelState(jax.tree_util.tree_map(jnp.asarray, lanes), jax.tree_util.tree_map(jnp.asarray, ring))
     metrics = _finalize(config)(sf, si)
     return (metrics, new_state) if return_state else metrics
+
+
+@contextlib.contextmanager
+def _deep_recursion(limit: int = 100_000):
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def _run_threads(kernel, args, n_lanes: int, block: int, threads: int) -> None:

@@ -68,6 +68,8 @@ def _pack(leaves, n_rows_pad: int, dtype):
 @functools.lru_cache(maxsize=16)
 def _compiled(config: KernelConfig, names: tuple[str, ...], n_lanes: int, n_rows: int, block: int, interpret: bool):
     init, body, lane = make_scan_step(config)
+    if lane.fill_model.qty_columns:
+        raise NotImplementedError(f"the GPU kernel runs threshold fill models (cross, touch), not {config.fill_model!r}")
     columns = _columns(config)
     dtype = config.dtype
     template = init()

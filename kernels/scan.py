@@ -47,6 +47,9 @@ def rebase_frames(frames, base_tick: int, dtype=jnp.float32) -> dict[str, jnp.nd
     out["lag_b"] = jnp.asarray(np.minimum(c["lag_b"], 1 << 20), jnp.int32)
     rejected = c["entry_rejected"] if "entry_rejected" in c else np.zeros(len(frames), bool)
     out["entry_rejected"] = jnp.asarray(np.asarray(rejected, np.int32))
+    for name in c:  # the queue fill model's per-tick quantities (qty units)
+        if name.startswith("queue_"):
+            out[name] = jnp.asarray(c[name], dtype)
     out["features"] = jnp.asarray(frames.features, dtype)
     out["index"] = jnp.arange(len(frames), dtype=jnp.int32)
     return out

@@ -40,8 +40,7 @@ from . import orders as om
 from .metrics import metrics_commit, metrics_finalize, metrics_init, metrics_row
 from .policies.base import Observation
 from .scan import KernelState, make_scan_step
-from .step import KernelConfig, Lane, Observed, Pending, level_sum
-from .fills import get_fill_model
+from .step import KernelConfig, Lane, Observed, Pending, fill_model_for, level_sum
 
 #: Objectives the smooth run can be scored on.
 OBJECTIVES = ("PnL", "SR", "Return")
@@ -139,7 +138,7 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
     dtype = config.dtype
     market = config.market
     lot = market.lot_size
-    model = get_fill_model(config.fill_model)
+    model = fill_model_for(config)
     if model.thresholds is None:
         raise NotImplementedError(f"the smooth kernel relaxes threshold fill models; {config.fill_model!r} is not one")
     tick_value = market.tick_size * config.contract_multiplier * lot

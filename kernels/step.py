@@ -68,6 +68,8 @@ class KernelConfig(NamedTuple):
         contract_multiplier: linear: quote currency per (qty x price); inverse: the contract size
             (quote currency per contract, e.g. 10 USD for ETHUSD_PERP).
         inverse: coin-margined (inverse) contract: every money figure is in the coin.
+        queue_model, queue_n, queue_levels: the ``queue`` fill model's queue model (as the exact
+            engine's), its exponent, and the frames' queue levels (``FrameSpec.queue_levels``).
         ring: how many past decisions to keep (frames' max lag + 1).
         metrics: resampling, book size and annualisation of the metrics (hftbacktest's definitions,
             see :mod:`mmsweep.kernels.metrics`); its ``phase_rows`` aligns windows to the epoch.
@@ -92,6 +94,9 @@ class KernelConfig(NamedTuple):
     constant_size: bool = False
     constant_step: bool = False
     inverse: bool = False
+    queue_model: str = "power"
+    queue_n: float = 2.0
+    queue_levels: int = 0
 
 
 class SideBook(NamedTuple):
@@ -159,8 +164,14 @@ class Lane(NamedTuple):
 
 
 def window_columns(fill_model: FillModel, which: str) -> dict[str, str]:
-    """``{model column: frame column}`` of window ``which`` (``"a"`` or ``"b"``)."""
-    return {c: f"{c}_{which}" for c in fill_model.columns}
+    """``{model column: frame column}`` of window ``which`` (``"a"`` or ``"b"``), plus the row's
+    local touch (``bid``/``ask``) that per-tick columns are measured from."""
+    return {**{c: f"{c}_{which}" for c in fill_model.columns}, "bid": "bid", "ask": "ask"}
+
+
+def fill_model_for(config: KernelConfig) -> FillModel:
+    return get_fill_model(config.fill_model, queue_model=config.queue_model, queue_n=config.queue_n,
+                          queue_levels=config.queue_levels, lot_size=config.market.lot_size)
 
 
 def make_lane(config: KernelConfig) -> Lane:
@@ -169,7 +180,8 @@ def make_lane(config: KernelConfig) -> Lane:
     if not 1 <= L <= om.MAX_LEVELS:
         raise ValueError(f"max_levels must be in 1..{om.MAX_LEVELS}, got {L}")
     dtype = config.dtype
-    model = get_fill_model(config.fill_model)
+    model = fill_model_for(config)
+    window_b = window_columns(model, "b")
     market = config.market
     lot = market.lot_size
     tick_value = market.tick_size * config.contract_multiplier * lot  # quote ccy per (lot x tick)
@@ -299,7 +311,18 @@ def make_lane(config: KernelConfig) -> Lane:
         # orders stay and every order it would have sent counts as rejected.
         entry_rejected = pending.entry_rejected != 0
         rejected = jnp.where(entry_rejected, send, send & marketable)
-        new = SideBook(top=top, mask=kept | (send & ~marketable), lots=new_lots, order_state=book.order_state)
+        order_state = book.order_state
+        if model.order_state:  # kept orders carry their state to the level they land on
+            held_state = [om.remap(book.mask, book.top, step, top, d.step, side, L, dtype,
+                                   lots=tuple(book.order_state[j][f] for j in range(L)))[1]
+                          for f in range(len(model.order_state))]
+            window = {name: row[col] for name, col in window_b.items()}  # window b starts at the arrival
+            order_state = tuple(
+                tuple(jnp.where(om.level_bit(kept, j), held_state[f][j], fresh)
+                      for f, fresh in enumerate(model.init_order(window, om.level_tick(top, d.step, j, side), side,
+                                                                 dtype)))
+                for j in range(L))
+        new = SideBook(top=top, mask=kept | (send & ~marketable), lots=new_lots, order_state=order_state)
         return _tree_select(entry_rejected, book, new), om.popcount(rejected).astype(dtype)
 
     def arrive(state: LaneState, pending: Pending, row) -> LaneState:
@@ -314,8 +337,6 @@ def make_lane(config: KernelConfig) -> Lane:
         out["FinalPosition"] = state.position * lot
         return out
 
-    if model.order_state:
-        raise NotImplementedError("fill models with per-order state need their state remapped on arrival")
     return Lane(init, empty_pending, observe, commit, track, decide, fill, arrive, finalize, model)
 
 

@@ -35,7 +35,10 @@ Schema (defaults shown; "required" keys have none)::
                                   # (hftbacktest order-latency rows, interpolated)
     fees: {maker_bps: -0.5, taker_bps: 7.0}   # required; bps of traded value, positive = cost,
                                               # negative = rebate (hftbacktest's convention)
-    fill_model: cross             # cross (a trade through the price) | touch (a trade at it)
+    fill_model: cross             # cross (a trade through the price) | touch (a trade at it) |
+                                  # queue (each order's queue ahead, with verify.queue's model)
+    queue_levels: 4               # fill_model queue: ticks from the touch whose trades and sizes
+                                  # the frames carry (orders deeper fill only outright)
     features: []                  # FeatureSpec dicts (features.py), named e.g. imbalance_5,
                                   # spot.rolling_return_300s; policies read them by name
     strategy:
@@ -175,14 +178,14 @@ MAX_SPAN_S = 366 * 86_400.0  # intervals, resample periods, feature windows: at 
 MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
 MAX_FEE_BPS = 1_000.0  # 10 % of traded value
 MAX_QUEUE_N = 20.0
-FILL_MODELS = ("cross", "touch")
+FILL_MODELS = ("cross", "touch", "queue")
 DTYPES = ("float32", "float64")
 BACKENDS = ("auto", "jax", "numba")
 DATA_SOURCES = ("synthetic", "files")
 FILE_FORMATS = ("binance", "tardis", "hftbacktest", "mmsweep")
 AXIS_KINDS = ("list", "linspace", "logspace", "random", "sobol")
 SAMPLERS = ("random", "sobol")
-TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "features",
+TOP_KEYS = ("name", "description", "data", "interval_ms", "latency", "fees", "fill_model", "queue_levels", "features",
             "strategy", "sweep", "objective", "constraints", "split", "verify", "metrics", "run", "provenance", "fit",
             "tune")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -449,6 +452,7 @@ class Experiment:
     provenance: dict | None = dataclasses.field(default=None, compare=False)  # informational only
     fit: Any = None  # fit.Fit: coefficients regressed on the train part before the sweep
     tune: Any = None  # tune_config.Tune: what mmsweep tune optimises (not part of the run's hash)
+    queue_levels: int = 4  # fill_model queue: ticks from the touch the frames carry per side
 
     @property
     def policy(self) -> Policy:
@@ -462,7 +466,8 @@ class Experiment:
     def frame_spec(self) -> FrameSpec:
         """Interval, latency (reads the latency file, if any) and features for :func:`build_frames`."""
         return FrameSpec(interval_ns=self.interval_ns, latency=self.latency.spec(), features=self.features,
-                         stale_after_ns=int(round(self.data.stale_after_s * 1e9)), on_stale=self.data.on_stale)
+                         stale_after_ns=int(round(self.data.stale_after_s * 1e9)), on_stale=self.data.on_stale,
+                         queue_levels=self.queue_levels if self.fill_model == "queue" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration (defaults filled, paths absolute), plain JSON/YAML types;
@@ -1528,7 +1533,13 @@ def parse_experiment(mapping: dict, source: str = "", *, base_dir: str | os.Path
         source=source,
         provenance=_parse_provenance(ctx, top.raw("provenance")),
         fit=fit,
+        queue_levels=top.integer("queue_levels", 4, what="ticks from the touch the queue fill model sees", low=1),
     )
+    if exp.queue_levels > 64:
+        raise ctx.fail("queue_levels", f"at most 64 ticks per side, got {exp.queue_levels}")
+    if exp.fill_model == "queue" and exp.verify.queue == "none":
+        raise ctx.fail("fill_model", "fill_model: queue follows verify.queue's queue model, which is 'none'; set "
+                       "verify.queue to risk_averse, power, power2, power3, log or log2")
     if top.raw("tune") is not None:  # mmsweep tune's section (tune_config.py)
         from .tune_config import parse_tune
 
@@ -1622,6 +1633,7 @@ def _to_dict(exp: Experiment) -> dict[str, Any]:
         "latency": latency,
         "fees": dataclasses.asdict(exp.fees),
         "fill_model": exp.fill_model,
+        **({"queue_levels": exp.queue_levels} if exp.fill_model == "queue" else {}),
         "features": [_feature_dict(f) for f in exp.features],
         "strategy": {"policy": exp.strategy.policy,
                      "params": {k: _num(v) for k, v in exp.strategy.params.items()

@@ -141,6 +141,8 @@ class FrameSpec:
             says how many; a trade stream that starts or ends this much inside the grid too.
         on_stale: ``warn`` (default) or ``error`` (stop instead of warning).  Not part of the
             cache key: the frames are the same.
+        queue_levels: ``K > 0`` adds the queue fill model's columns for the K ticks nearest the
+            touch (:mod:`mmsweep.sweep.queue_frames`); 0 (default) adds none.
     """
 
     interval_ns: int = 100_000_000
@@ -150,6 +152,7 @@ class FrameSpec:
     end_ns: int | None = None
     stale_after_ns: int = STALE_AFTER_NS
     on_stale: str = "warn"
+    queue_levels: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.interval_ns, (int, np.integer)) and self.interval_ns > 0):
@@ -170,6 +173,8 @@ class FrameSpec:
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
             "stale_after_ns": int(self.stale_after_ns),
+            # only when set, so frames without queue columns keep their cache key
+            **({"queue_levels": int(self.queue_levels)} if self.queue_levels else {}),
         }
 
 
@@ -497,6 +502,11 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
         "entry_rejected": rejected[:-1],
         "stale": _book_age(quoted, grid[:-1]) > spec.stale_after_ns,
     }
+    if spec.queue_levels:
+        from .queue_frames import build_queue_columns
+
+        columns.update(build_queue_columns(table, inst, bounds, bid[:-1], ask[:-1], int(spec.queue_levels),
+                                           source=quoted.source))
     assert all(len(v) == n for v in columns.values())
 
     names, cols, warmup = [], [], {}

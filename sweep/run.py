@@ -165,7 +165,10 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     config = KernelConfig(bind(exp.strategy.policy, static), market, exp.fill_model, exp.fees.maker_bps * 1e-4,
                           inst.contract_multiplier, int(frames.meta["max_lag"]) + 1, dtype=dtype,
                           constant_size=invariants.constant_size, constant_step=invariants.constant_step,
-                          inverse=inst.inverse)  # inverse: PnL, fees and equity in the coin
+                          inverse=inst.inverse,  # inverse: PnL, fees and equity in the coin
+                          # fill_model queue: the exact engine's queue model (verify.queue), so both agree
+                          queue_model=exp.verify.queue, queue_n=float(exp.verify.queue_n),
+                          queue_levels=spec.queue_levels)
     backend = resolve_backend(exp.run.backend)
     rows = None if streamed else rebase_frames(frames, base_tick, dtype)
     bounds = part_bounds(frames, exp.split)

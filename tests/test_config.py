@@ -298,7 +298,7 @@ BAD = [
     ("interval_ms", _set("interval_ms", 0), ["> 0"]),
     ("objective.maximize", _set("objective", {"metric": "SR", "maximize": 3}), ["true or false"]),
     ("objective.metric", _set("objective", {"metric": "Sharpe"}), ["allowed", "SR"]),
-    ("fill_model", _set("fill_model", "queue"), ["allowed: cross, touch"]),
+    ("fill_model", _set("fill_model", "queued"), ["allowed: cross, touch, queue"]),
     ("strategy.policy", _set("strategy.policy", "gridd"), ["did you mean 'grid'"]),
     ("sweep.skew", _set("strategy.params.skew", 0.1), ["both fixed", "and swept"]),
     ("sweep.derived.grid_interval", _both(_NO_STEP, _set("sweep.skew", None),
@@ -449,3 +449,14 @@ def test_too_many_lanes_is_refused_before_building(monkeypatch):
     monkeypatch.setattr(grids, "MAX_LANES", 10)
     with pytest.raises(InputError, match="12 lanes"):
         exp_with()
+
+
+def test_queue_fill_model_follows_the_verify_queue_model():
+    exp = exp_with(fill_model="queue", queue_levels=6)
+    assert exp.frame_spec().queue_levels == 6 and exp.verify.queue != "none"
+    assert parse_experiment(exp.to_dict()) == exp
+    assert exp_with(fill_model="cross").frame_spec().queue_levels == 0  # no queue columns otherwise
+    with pytest.raises(InputError, match="verify.queue"):
+        exp_with(fill_model="queue", verify={"queue": "none"})
+    with pytest.raises(InputError, match="queue_levels"):
+        exp_with(fill_model="queue", queue_levels=0)

@@ -15,7 +15,12 @@ call:
 * ``thresholds(window) -> (buy, sell)`` or ``None``: a stateless model given by fill thresholds
   (a buy at ``p`` fills iff ``p >= buy``, a sell iff ``p <= sell``) says so, and the kernel then
   finds a side's filled levels as a prefix of its grid (one compare per level, no per-order
-  work); ``on_window`` gives the same answer order by order.
+  work); ``on_window`` gives the same answer order by order;
+* ``qty_columns``: those of ``columns`` that hold quantities (floats, qty units) rather than
+  ticks.
+
+Every window dict also holds the row's local best ``bid`` and ``ask`` (relative ticks), the
+touch that per-tick frame columns are measured from.
 
 Ticks are relative int32 ticks (the frames' sentinels clipped to ``NO_FILL``); ``side`` is +1
 for bids and -1 for asks.  Models are pure functions of scalars of one lane, so every backend
@@ -35,6 +40,7 @@ class FillModel(NamedTuple):
     init_order: Callable
     on_window: Callable
     thresholds: Callable | None = None
+    qty_columns: tuple[str, ...] = ()
 
 
 def threshold_model(name: str, columns: tuple[str, ...], thresholds: Callable) -> FillModel:
@@ -56,8 +62,19 @@ FILL_MODELS: dict[str, FillModel] = {
 }
 
 
-def get_fill_model(name: str) -> FillModel:
+#: Every fill model an experiment may name (``queue`` is built per queue model and depth).
+NAMES = tuple(FILL_MODELS) + ("queue",)
+
+
+def get_fill_model(name: str, *, queue_model: str = "power", queue_n: float = 2.0, queue_levels: int = 0,
+                   lot_size: float = 1.0) -> FillModel:
+    """The fill model ``name``; ``queue`` takes the queue model, its exponent, the frames' queue
+    levels and the instrument's lot (its fill threshold is half a lot)."""
+    if name == "queue":
+        from . import queue
+
+        return queue.make(queue_model, queue_n, queue_levels, lot_size)
     try:
         return FILL_MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown fill model {name!r}; known: {sorted(FILL_MODELS)}") from None
+        raise KeyError(f"unknown fill model {name!r}; known: {sorted(NAMES)}") from None
