@@ -311,7 +311,8 @@ def run_cmd(experiment, out_root, resume, top, data_file, inverse, contract_size
                                                 if data.files and data.files[data.quoted].instrument else {}),
                   **override}
         files = (None if data.files is None else
-                 {n: (dataclasses.replace(f, instrument=None) if n == data.quoted else f) for n, f in data.files.items()})
+                 {n: (dataclasses.replace(f, instrument=None) if n == data.quoted else f)
+                  for n, f in data.files.items()})
         exp = dataclasses.replace(exp, data=dataclasses.replace(data, instrument=merged, files=files))
     _run_and_report(exp, out_root, resume, top)
 

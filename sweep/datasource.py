@@ -9,12 +9,10 @@ Single files are read at once, as before.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any, Callable, Iterator
 
-from .errors import InputError
 
 
 def file_sequence(name: str, f, quoted: bool, override: dict | None):
@@ -82,7 +80,8 @@ def _join_synthetic(data) -> dict[str, Any]:
     syn = data.synthetic
     tables: dict[str, list] = {}
     first: dict[str, Any] = {}
-    for piece in synthetic_pieces(_synth_config(data), float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0))):
+    pieces = synthetic_pieces(_synth_config(data), float(syn["days"]), piece_hours=float(syn.get("piece_hours", 1.0)))
+    for piece in pieces:
         for name, ev in piece.items():
             tables.setdefault(name, []).append(ev.table)
             first.setdefault(name, ev)
@@ -210,14 +209,3 @@ def stream_frames(exp, *, log: Callable[[str], None] = print):
     total = (store.meta.get("events_read") or {}).get(data.quoted)
     quoted = LazyEvents(data, store.instrument, store.meta.get("source", ""), {"streamed": True}, total)
     return store, quoted
-
-
-def check_source_options(f, key: str) -> None:
-    """Options that only some formats take, refused early with the key (e.g. a base latency for
-    a Tardis file)."""
-    if f.base_latency_ns is not None and f.format not in (None, "binance"):
-        raise InputError("base_latency_ms applies to Binance captures only", key=f"{key}.base_latency_ms")
-
-
-def replace_paths(f, paths: tuple[str, ...]):
-    return dataclasses.replace(f, paths=paths)

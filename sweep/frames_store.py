@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .data.book import NO_ASK, NO_BID, replay_book
-from .data.events import BBO, CLEAR, DEPTH, EVENT_DTYPE, SNAPSHOT, TRADE, Events, Instrument
+from .data.events import BBO, CLEAR, DEPTH, EVENT_DTYPE, SNAPSHOT, Events, Instrument
 from .errors import InputError
 from .frames import ROW_COLUMNS, FrameSpec, Frames, _build, default_cache_dir
 
@@ -116,7 +116,8 @@ class FramesStore:
                 columns = {k[4:]: npz[k] for k in npz.files if k.startswith("col_")}
                 features = npz["features"]
         except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"damaged frames chunk ({exc}); remove the store to rebuild it", source=str(path)) from None
+            raise InputError(f"damaged frames chunk ({exc}); remove the store to rebuild it",
+                             source=str(path)) from None
         if len(columns.get("local_ts", ())) != entry["hi"] - entry["lo"]:
             raise InputError("frames chunk holds another number of rows than the store's header says; remove the "
                              "store to rebuild it", source=str(path))

@@ -123,7 +123,11 @@ def _market_reference(quoted, ts: np.ndarray, horizons_ns: Sequence[int]) -> dic
     table = quoted.table
     span = (table["exch_ts"] >= ts[0]) & (table["exch_ts"] <= ts[-1])
     # the book must be built before the span: keep everything before it, drop what follows
-    events = dataclasses.replace(quoted, table=table[table["exch_ts"] <= ts[-1] + max(horizons_ns)])
+    from .data.events import Events
+
+    # (a plain Events: a streamed source's quoted events are read on demand, see datasource.LazyEvents)
+    events = Events(table[table["exch_ts"] <= ts[-1] + max(horizons_ns)], quoted.instrument, quoted.source,
+                    dict(quoted.meta))
     if not span.any():
         return {}
     ref = pnl.touch_markouts(events, horizons_ns, since_ns=int(ts[0]))

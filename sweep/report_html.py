@@ -38,14 +38,17 @@ CHART_LANES = 3  # lanes in the decomposition chart (the tables hold every top l
 PNL_COLUMNS = ("PnL", "spread_capture", "rebates_fees", "inventory", "Fees", "NumberOfTrades")
 
 
-def stats_units(quote: str, book_size: float, days: float) -> dict[str, str]:
-    """Unit of every stats column (for headers and the text table)."""
-    b = f"{book_size:,.0f} {quote}"
+def stats_units(quote: str, book_size: float, days: float, qty_unit: str = "") -> dict[str, str]:
+    """Unit of every stats column (for headers and the text table); ``qty_unit`` "contracts"
+    (an inverse instrument): the position value is contracts x price, as in hftbacktest."""
+    b = f"{book_size:g} {quote}" if book_size < 1000 else f"{book_size:,.0f} {quote}"
+    value = ("max |contracts| x mid (price units, not the coin)" if qty_unit == "contracts"
+             else f"max |pos| x mid, {quote}")
     return {
         "SR": f"annualised ({days:g} d/yr)", "Sortino": f"annualised ({days:g} d/yr)",
         "Return": f"PnL / book {b}", "MaxDrawdown": f"/ book {b}", "DailyNumberOfTrades": "fills/day",
         "DailyTurnover": "traded value / book / day", "ReturnOverMDD": "PnL / max drawdown",
-        "ReturnOverTrade": "PnL / traded value", "MaxPositionValue": f"max |pos| x mid, {quote}",
+        "ReturnOverTrade": "PnL / traded value", "MaxPositionValue": value,
         "PnL": f"{quote}, after fees", "Fees": f"{quote}, + = cost", "NumberOfTrades": "fills", "spread_capture": quote,
         "rebates_fees": f"{quote}, + = rebate", "inventory": f"{quote}, mark-to-market",
     }
@@ -426,7 +429,7 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
     try:
         inst = manifest.get("data", {}).get("instrument", {})
         quote, qty_unit = pnl_units(inst)  # inverse contracts: PnL in the coin, qty in contracts
-        units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year)
+        units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year, qty_unit)
         metric_label = f"{metric} ({units[metric]})" if metric in units else metric
         land = _landscape_figures(work, exp, results, lanes, metric_label)
         details = None
@@ -613,7 +616,7 @@ def show_lane(run_dir: str | os.PathLike, lane: int, *, out_dir: str | os.PathLi
     prep = prepare(exp, log=log)
     details = analyse_lanes(prep, [lane], exact=exact, log=log)
     quote, qty_unit = pnl_units(manifest.get("data", {}).get("instrument", {}))
-    units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year)
+    units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year, qty_unit)
     out = Path(out_dir) if out_dir is not None else run_dir / "lanes"
     out.mkdir(parents=True, exist_ok=True)
     figs = lane_figures(out, details, exp, results, quote=quote, qty_unit=qty_unit, prefix=f"lane_{lane}_")

@@ -4,7 +4,6 @@ latency; the capture clock's base latency (0 ms = hftbacktest's converter)."""
 from __future__ import annotations
 
 import gzip
-import io
 import warnings
 import zipfile
 

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .events import CLEAR, DEPTH, EVENT_DTYPE, SNAPSHOT, Events, make_table
+from .events import CLEAR, DEPTH, SNAPSHOT, Events, make_table
 
 #: a pause between two files longer than this is reported (ns)
 GAP_REPORT_NS = 60_000_000_000
@@ -312,7 +312,3 @@ def _span(ns: int) -> str:
     if s >= 3_600:
         return f"{s / 3_600:.1f} h"
     return f"{s:.0f} s"
-
-
-def empty_like() -> np.ndarray:
-    return np.zeros(0, EVENT_DTYPE)
