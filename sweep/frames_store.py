@@ -526,13 +526,24 @@ def _build_into(work: Path, sources: dict[str, Iterator[Events]], quoted: str, s
     started = time.perf_counter()
     if not q.pull():
         raise InputError(f"{quoted}: no events", key="data")
+    start = spec.start_ns if spec.start_ns is not None else np.iinfo(np.int64).min
+    if spec.start_ns is not None:  # skip the pieces before the start, keeping the book they leave
+        while not q.exhausted and q.last_local - LOOKAHEAD_NS < spec.start_ns:
+            for buf in buffers.values():
+                buf.trim(spec.start_ns - lookback * interval - 1)
+            if not q.pull():
+                break
+        for name, buf in buffers.items():
+            if buf is not q:
+                while buf.last_local < spec.start_ns and buf.pull():
+                    buf.trim(spec.start_ns - lookback * interval - 1)
     while True:
         # read a new piece, and more until a segment beyond g0 can be built (or the end): one piece
         # of events in memory at a time, plus the look-back
         fresh = 0
         while not q.exhausted:
             horizon = q.last_local - LOOKAHEAD_NS - 2 * q.max_feed_ns
-            base = g0 if g0 is not None else int(q.table["local_ts"][0])
+            base = g0 if g0 is not None else max(int(q.table["local_ts"][0]), start)
             if (fresh or g0 is None) and horizon - base >= min(segment_rows, MIN_SEGMENT_ROWS) * interval:
                 break
             if not q.pull():
@@ -542,7 +553,7 @@ def _build_into(work: Path, sources: dict[str, Iterator[Events]], quoted: str, s
         g1 = None
         if not final:
             g1 = (q.last_local - LOOKAHEAD_NS - 2 * q.max_feed_ns) // interval * interval
-            base = g0 if g0 is not None else int(q.table["local_ts"][0])
+            base = g0 if g0 is not None else max(int(q.table["local_ts"][0]), start)
             g1 = min(g1, -(-base // interval) * interval + segment_rows * interval)
             if g1 <= base + 2 * interval:
                 continue

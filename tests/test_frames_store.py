@@ -74,6 +74,19 @@ def test_store_equals_the_frames_built_at_once(market, monkeypatch, tmp_path) ->
     assert again.meta["cache_hit"] and len(again) == len(store)  # served from disk, inputs never read
 
 
+def test_store_with_start_and_end_skips_the_pieces_before(market, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(fs, "LOOKAHEAD_NS", 10_000_000_000)
+    ev = market["futures"]
+    t0 = int(ev.table["local_ts"][0])
+    spec = FrameSpec(start_ns=t0 + 200_000_000_003, end_ns=t0 + 330_000_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = _build(ev, spec, {})
+    store = fs.build_store({"q": _pieces(ev, (50, 100, 150, 250, 300))}, "q", spec, "k3", cache_dir=tmp_path,
+                           segment_rows=300)
+    _assert_same(whole, store.to_frames())
+
+
 def test_store_equals_at_once_on_real_quotes_only_data(shared_data, monkeypatch, tmp_path) -> None:
     """Tardis quotes + trades (no depth: the BBO rows are the book), cut into pieces."""
     from mmsweep.sweep.data.tardis import read_tardis
