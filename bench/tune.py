@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the coarse grid and the brute-force box of the lead-lag market (half-spread bps, beta, skew bps)
-BOX = {"relative_half_spread_bps": (0.0, 1.0), "beta": (0.0, 3.0), "relative_skew_bps": (0.0, 6.0)}
+BOX = {"relative_half_spread_bps": (0.0, 1.0), "beta": (0.0, 6.0), "relative_skew_bps": (0.0, 6.0)}
 
 
 def leadlag_market(out: Path, hours: float, seed: int) -> dict[str, str]:
@@ -137,12 +138,14 @@ def main() -> None:
     if args.which == "synthetic":
         paths = leadlag_market(args.out / f"market_{args.hours:g}h_seed{args.seed}", args.hours, args.seed)
         spec = leadlag_spec(paths, grid_axes(3), args.steps, args.starts)
+        spec["name"] += f"-{args.hours:g}h-seed{args.seed}"
     else:
         spec = real_spec(args.steps, args.starts)
     for item in args.set:
         key, _, value = item.partition("=")
         spec["tune"][key] = json.loads(value)
-    tag = "-".join(item.replace("=", "_").replace('"', "") for item in args.set)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "", "-".join(item.replace("=", "_").replace(":", "_").replace(",", "_")
+                                                 for item in args.set))
     spec["name"] += f"-{tag}" if tag else ""
     run_dir, sweep_s, exp = run(spec, args.out / "runs", log)
     results = pl.read_parquet(run_dir / "results.parquet")
@@ -184,7 +187,7 @@ def main() -> None:
         print("|---|---:|---:|---:|" + "---:|" * len(BOX))
         for k in [int(x) for x in args.brute.split(",") if x]:
             brute = leadlag_spec(paths, grid_axes(k), args.steps, args.starts)
-            brute["name"] = f"leadlag-brute{k}"
+            brute["name"] = f"leadlag-{args.hours:g}h-seed{args.seed}-brute{k}"
             brute_dir, seconds, _exp = run(brute, args.out / "runs", log)
             table = pl.read_parquet(brute_dir / "results.parquet")
             b = table.filter(pl.col("rank") == 1).row(0, named=True)

@@ -67,7 +67,9 @@ from .errors import InputError
 from .tune_config import OBJECTIVES, check_start, check_tunable
 
 #: metrics of the exact engine kept per replayed point (all of the sweep's metric columns)
-_NUDGE = 1e-6  # a start on a bound is moved this share of the way inside (the transforms are open)
+#: a start on (or within this share of its range from) a bound is moved this far inside: the
+#: transforms never reach their bounds, and a sigmoid saturated at 1e-6 of its range would not move
+_NUDGE = 0.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +122,8 @@ class Transform:
         return np.full_like(u, self.scale)
 
     def u(self, x: np.ndarray) -> np.ndarray:
-        """The inverse; a start on a bound is moved :data:`_NUDGE` of the way inside."""
+        """The inverse; a start on or next to a bound is moved :data:`_NUDGE` inside (of the range
+        for a sigmoid, of the scale for a softplus); the hard scores of the start use its own value."""
         x = np.asarray(x, np.float64)
         if self.kind == "sigmoid":
             f = np.clip((x - self.low) / (self.high - self.low), _NUDGE, 1.0 - _NUDGE)
@@ -826,30 +829,43 @@ class _ProgressBar:
 
 
 def _plot(path: Path, trace: Trace, scored: dict, starts: StartSet, tune, unit: str, name: str) -> Path:
+    """Two panels over the optimiser steps, one colour per start: the hard train objective of the
+    scored iterates (the kept one ringed), and the smooth objective the optimiser sees (at each
+    step's temperature, drawn dashed on the right axis)."""
     from . import report as figures
     from .runfolder import partial_path
 
-    fig = figures._figure(8.5, 4.8)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = figures._figure(8.5, 6.4)
+    hard_ax, smooth_ax = fig.subplots(2, 1, sharex=True)
     n = trace.objective.shape[1]
     colors = [f"C{i % 10}" for i in range(n)]
-    steps = np.arange(trace.objective.shape[0])
+    steps = np.arange(1, trace.objective.shape[0] + 1)  # the objective at step k is evaluated before update k
+    hard = scored["hard_train"]
+    label = f"train {tune.metric} ({unit})" + (f" - {tune.inventory_penalty:g} mean(position^2)"
+                                               if tune.inventory_penalty else "")
     for i in range(n):
-        ax.plot(steps, trace.objective[:, i], color=colors[i], lw=1.2 if n <= 12 else 0.6,
-                label=starts.label[i] if n <= 12 else None)
-        ax.plot(trace.snapshot_steps, scored["hard_train"][:, i], "o", color=colors[i], ms=3.5, mfc="none")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel(f"train {tune.metric} ({unit})" + (f" - {tune.inventory_penalty:g} mean(position^2)"
-                                                     if tune.inventory_penalty else ""))
-    ax.grid(alpha=0.3)
-    twin = ax.twinx()
-    twin.plot(steps, trace.temperature, color="0.5", ls="--", lw=1.0)
-    twin.set_ylabel("fill temperature (ticks), dashed", color="0.4")
+        lw = 1.2 if n <= 12 else 0.6
+        hard_ax.plot(trace.snapshot_steps, hard[:, i], "o-", color=colors[i], ms=3, lw=lw,
+                     label=starts.label[i] if n <= 12 else None)
+        finite = np.where(np.isfinite(hard[:, i]), hard[:, i], -np.inf)
+        if np.any(np.isfinite(finite)):
+            k = int(np.argmax(finite))
+            hard_ax.plot([trace.snapshot_steps[k]], [hard[k, i]], "o", ms=9, mfc="none", color=colors[i])
+        smooth_ax.plot(steps - 1, trace.objective[:, i], color=colors[i], lw=lw)
+    hard_ax.set_ylabel(f"hard kernel\n{label}", fontsize=8)
+    hard_ax.set_title(f"{name}: {n} start(s) tuned on {', '.join(tune.params)}; hard objective of the scored iterates "
+                      f"(best ringed)", fontsize=8.5)
+    smooth_ax.set_ylabel(f"smooth kernel\n{label}", fontsize=8)
+    smooth_ax.set_xlabel("optimiser step")
+    for ax in (hard_ax, smooth_ax):
+        ax.grid(alpha=0.3)
+    twin = smooth_ax.twinx()
+    twin.plot(steps - 1, trace.temperature, color="0.4", ls="--", lw=1.0)
+    twin.set_ylabel("fill temperature (ticks), dashed", color="0.35", fontsize=8)
     twin.set_yscale("log")
-    ax.set_title(f"{name}: smooth objective per start (lines, at each step's temperature) and hard objective of "
-                 f"the scored iterates (circles)", fontsize=8.5)
+    smooth_ax.set_title("smooth objective the optimiser maximises, at each step's temperature", fontsize=8.5)
     if n <= 12:
-        ax.legend(fontsize=7, loc="lower right", ncol=2)
+        hard_ax.legend(fontsize=7, loc="best", ncol=2)
     tmp = partial_path(path)
     figures._save(fig, tmp)
     os.replace(tmp, path)

@@ -18,7 +18,7 @@ Schema (defaults shown; only ``params`` is needed)::
       steps: 100                          # optimiser steps (all starts at once, one compiled call)
       optimizer:
         name: adam                        # adam | sgd | rmsprop (optax)
-        learning_rate: 0.05               # per step, in units of each parameter's scale (below)
+        learning_rate: 0.1                # per step, in units of each parameter's scale (below)
         schedule: cosine                  # constant | cosine (to end_factor x) | exponential
         end_factor: 0.1                   #   (to end_factor x over the steps) | warmup_cosine
         warmup_steps: 0                   # warmup_cosine: linear warm-up steps
@@ -46,8 +46,9 @@ Schema (defaults shown; only ``params`` is needed)::
 Bounds act through smooth reparametrisations, never by clipping: a parameter bounded on both
 sides is ``low + (high - low) * sigmoid(u)``, on one side ``low + s * softplus(u)`` (or ``high -
 s * softplus(u)``), unbounded ``s * u``; the optimiser moves ``u``.  The scale ``s`` is the
-median magnitude of the starts (1 when they are all 0), so that a learning rate of 0.05 moves a
-parameter by about 5 % of its typical size per step whatever its unit.
+median magnitude of the starts (1 when they are all 0), so that a learning rate of 0.1 moves a
+parameter by up to about 10 % of its typical size (a sigmoid one: 2.5 % of its range) per step
+whatever its unit.  A start on a bound begins 2 % inside it (a transform never reaches its bound).
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ class Anneal:
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     name: str = "adam"
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     schedule: str = "cosine"
     end_factor: float = 0.1
     warmup_steps: int = 0
@@ -274,7 +275,7 @@ def parse_tune(ctx, raw: Any, policy_name: str, policy, active, sweep, objective
                     ("name", "learning_rate", "schedule", "end_factor", "warmup_steps"), "the optax optimiser")
     optimizer = Optimizer(
         name=osec.text("name", "adam", what="the optax optimiser", choices=OPTIMIZERS),
-        learning_rate=osec.number("learning_rate", 0.05, what="step size, in units of each parameter's scale",
+        learning_rate=osec.number("learning_rate", 0.1, what="step size, in units of each parameter's scale",
                                   low=0, open_low=True, high=100),
         schedule=osec.text("schedule", "cosine", what="learning-rate schedule", choices=SCHEDULES),
         end_factor=osec.number("end_factor", 0.1, what="final learning rate / initial (cosine, exponential)",

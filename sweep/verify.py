@@ -450,7 +450,11 @@ def replay_and_score(prep, lanes: np.ndarray | None = None, *, params: dict[str,
         chunk = lanes[lo:lo + step]
         if len(chunk) == 0:
             break
-        rec, metrics = replay_lanes(prep, chunk, part=part, config=config, progress=progress, data=data)
+        rec, metrics = replay_lanes(prep, chunk, part=part, config=config, data=data,
+                                    progress=None if block else progress)
+        if block and progress:
+            progress(f"  exact replay: {lo + len(chunk):,}/{len(lanes):,} candidates "
+                     f"[{time.perf_counter() - started:.0f} s]")
         metrics_parts.append({m: np.asarray(metrics[m], np.float64) if m in metrics else np.full(len(chunk), np.nan)
                               for m in METRIC_COLUMNS})
         finals.append(rec.final)
@@ -747,8 +751,10 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
         rest_scored = None
         if len(others):
             log(f"exact engine, exhaustive: {len(others):,} more lane(s)")
-            rest_scored = replay_and_score(prep, others, part=part, config=config, progress=log,
-                                           block=max(256, 32 * config.lockstep * config.processes))
+            # blocks whose per-decision records (5 float64 per lane and decision) stay near 256 MB
+            decisions = max(len(part_window(prep, part)[0]), 1)
+            block = max(config.lockstep * config.processes, min(4096, int(256e6 // (40 * decisions))))
+            rest_scored = replay_and_score(prep, others, part=part, config=config, progress=log, block=block)
     exact_s = scored.seconds + (rest_scored.seconds if rest_scored is not None else 0.0)
     record, exact, failure = scored.record, scored.metrics, scored.failure
     failed = [{"lane": int(lane), "reason": why} for lane, why in zip(lanes, failure) if why]

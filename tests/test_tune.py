@@ -125,7 +125,7 @@ def test_transforms_are_inverse_and_their_derivatives_right() -> None:
         x = t.x(np.array([-50.0, 50.0]))
         assert np.all(x >= low) and np.all(x <= high)  # bounds hold without clipping
     edge = Transform.make("p", 0.0, 4.0, starts)
-    assert 0.0 < edge.x(edge.u(np.array([0.0])))[0] < 1e-5  # a start on a bound moves just inside
+    assert edge.x(edge.u(np.array([0.0, 4.0]))) == pytest.approx([0.08, 3.92])  # 2 % inside, free to move
 
 
 # --- end to end ---------------------------------------------------------------------------------
