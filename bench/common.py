@@ -89,3 +89,18 @@ def machine() -> str:
     except OSError:
         load = "?"
     return f"{model}, {cores} cores usable, load average {load}"
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(first call, best of ``repeat`` later calls), seconds; each call waits for its results."""
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return first, best

@@ -36,14 +36,8 @@ def peak_bytes() -> float:
 
 
 def measure(fn, repeat: int) -> tuple[float, float]:
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
+    """(compile seconds: the first call minus a timed one, best of ``repeat`` calls)."""
+    first, best = common.timed(fn, repeat)
     return max(first - best, 0.0), best
 
 

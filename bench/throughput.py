@@ -40,19 +40,6 @@ from mmsweep.kernels.backends import run_lanes  # noqa: E402
 from mmsweep.kernels.reference import reference_lanes  # noqa: E402
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """(first call, best of ``repeat`` later calls), seconds."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return first, best
-
-
 def part1(args, frames) -> list[tuple]:
     table = []
     for levels in (int(x) for x in args.levels.split(",")):
@@ -67,7 +54,7 @@ def part1(args, frames) -> list[tuple]:
                 results = {}
                 for backend in args.backends.split(","):
                     rows = rows_host if backend == "numba" else rows_dev
-                    first, best = timed(lambda: run_lanes(params, rows, config, backend), args.repeat)
+                    first, best = common.timed(lambda: run_lanes(params, rows, config, backend), args.repeat)
                     results[backend] = (n * n_rows / best, max(first - best, 0.0))
                     print(f"  {strategy} {fill} {n:>7,} lanes x {n_rows:,} rows  {backend:5s} "
                           f"{results[backend][0] / 1e6:8.1f} M lane-steps/s (compile {results[backend][1]:.1f} s)",
@@ -88,7 +75,7 @@ def baselines(args, frames) -> dict[str, float]:
     rows = common.rows_for(frames, config, n_rows, host=True)
     out = {}
     for name, threads in (("lane step, 1 lane at a time, 1 core", 1), ("lane step, 1 lane at a time, all cores", None)):
-        _first, best = timed(lambda: run_lanes_numba(params, rows, config, block=0, threads=threads), 1)
+        _first, best = common.timed(lambda: run_lanes_numba(params, rows, config, block=0, threads=threads), 1)
         out[name] = 1024 * n_rows / best
     few = {k: v[:16] for k, v in params.items()}
     reference_lanes("grid", None, config.market, {k: v[:2] for k, v in few.items()}, rows, ring=config.ring,
@@ -117,7 +104,7 @@ def part2(args) -> list[tuple]:
     params["max_position"] = np.full(n, 0.05)
     config = common.kernel_config(frames, "grid5", params)
     rows = common.rows_for(frames, config, len(frames), host=True)
-    _first, fast = timed(lambda: run_lanes(params, rows, config, "numba"), args.repeat)
+    _first, fast = common.timed(lambda: run_lanes(params, rows, config, "numba"), args.repeat)
 
     decisions = frames["local_ts"]
     one = {k: float(v[0]) for k, v in params.items() if k != "relative"}

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -55,6 +54,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
+from .runfolder import fingerprint_inputs
 
 #: keys of the informational ``provenance`` section and what each must be
 PROVENANCE_KEYS = {"exported_from": dict, "exported_at": str, "parameters": dict, "instrument": dict,
@@ -379,27 +379,9 @@ def _kernel_facts(run: RunFolder) -> dict[str, Any]:
     return facts
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise InputError(f"cannot read the input file ({exc.strerror or exc})", source=path) from None
-    return digest.hexdigest()
-
-
-def _input_files(exp) -> list[str]:
-    files = [p for source in (exp.data.files or {}).values() for p in source.paths]
-    if exp.latency.file:
-        files.append(exp.latency.file)
-    return sorted(set(files))
-
-
 def _data_facts(run: RunFolder, warn: Callable[[str], None] | None) -> dict[str, Any]:
     """Input files with their sha256 (as recorded when the run started, when it did), frames facts."""
-    now = {path: file_sha256(path) for path in _input_files(run.experiment)}
+    now = fingerprint_inputs(run.experiment)
     recorded = run.stored.get("inputs")
     facts: dict[str, Any] = {}
     if not now and not recorded:

@@ -36,3 +36,15 @@ def shared_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_data_dir()
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """JAX in float64 for one test module (``pytestmark = pytest.mark.usefixtures("x64")``),
+    restored after it: parity tests compare money to 1e-12, beyond float32's digits."""
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)

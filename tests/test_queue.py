@@ -29,12 +29,7 @@ QUEUE_LEVELS = 8  # covers every tick the lanes rest at here: the aggregation th
 ENTRY_NS = 10_000_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 kernels, module-wide (conftest)
 
 
 def one_event_market(n_messages: int, seed: int, gap_ns: int = 150_000_000) -> Events:
