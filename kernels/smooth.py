@@ -6,7 +6,12 @@ the hard step is piecewise constant in the parameters:
 * **fills** become probabilities: a resting buy at tick ``p`` fills in a window with
   probability ``sigmoid((p - buy_threshold + 1/2) / T)`` (sells mirrored), ``T`` the temperature
   in ticks; each level carries the probability that its order is still resting (``alive``), so
-  position, cash, fees and trades are expectations (fractional lots);
+  position, cash, fees and trades are expectations (fractional lots).  The ``queue`` fill model
+  (:mod:`mmsweep.kernels.fills.queue_smooth`) keeps each order's queue state by the hard model's
+  rules at its whole tick and fills with ``1 - (1 - P_through) (1 - P_queue)``: the strict-cross
+  sigmoid above and, in a window with qty ``V > 0`` traded at the order's tick, ``sigmoid((-(front
+  - V) - lot/2) / (T lot))`` (``front`` the queue ahead in qty units, so the queue temperature is
+  ``T`` lots);
 * **grid rounding** is straight-through: the policy runs with an array namespace whose
   ``floor``/``ceil`` return the exact rounded value forward and pass the gradient through
   unchanged backward, so tops, steps and sizes are whole numbers whose derivatives are those of
@@ -37,10 +42,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import orders as om
+from .fills import queue_smooth
 from .metrics import metrics_commit, metrics_finalize, metrics_init, metrics_row
 from .policies.base import Observation
 from .scan import KernelState, make_scan_step
-from .step import KernelConfig, Lane, Observed, Pending, fill_model_for, level_sum
+from .step import KernelConfig, Lane, Observed, Pending, fill_model_for, level_sum, window_columns
 
 #: Objectives the smooth run can be scored on.
 OBJECTIVES = ("PnL", "SR", "Return")
@@ -93,11 +99,13 @@ STRAIGHT_THROUGH = NAMESPACES["straight_through"]
 
 class SmoothBook(NamedTuple):
     """One side: ``top`` (float whole-valued relative ticks, with a gradient), per level the
-    probability its order still rests (``alive``) and its lots."""
+    probability its order still rests (``alive``), its lots and the fill model's per-order state
+    (one tuple per level, ``()`` for threshold models; no gradient)."""
 
     top: Any
     alive: tuple
     lots: tuple
+    order_state: tuple
 
 
 class SmoothState(NamedTuple):
@@ -139,14 +147,17 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
     market = config.market
     lot = market.lot_size
     model = fill_model_for(config)
-    if model.thresholds is None:
-        raise NotImplementedError(f"the smooth kernel relaxes threshold fill models; {config.fill_model!r} is not one")
+    if model.thresholds is None and model.name != "queue":
+        raise NotImplementedError(f"the smooth kernel cannot relax the {model.name!r} fill model (it relaxes "
+                                  f"threshold models and queue)")
+    window_b = window_columns(model, "b")
     tick_value = market.tick_size * config.contract_multiplier * lot
     base_price = market.base_tick * market.tick_size
     zero = lambda: jnp.zeros((), dtype)  # noqa: E731
 
     def empty_side():
-        return SmoothBook(zero(), tuple(zero() for _ in range(L)), tuple(zero() for _ in range(L)))
+        return SmoothBook(zero(), tuple(zero() for _ in range(L)), tuple(zero() for _ in range(L)),
+                          tuple(tuple(zero() for _ in model.order_state) for _ in range(L)))
 
     def init():
         return SmoothState(zero(), zero(), zero(), zero(), zero(), zero(), zero(), jnp.ones((), dtype), empty_side(),
@@ -179,15 +190,20 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
     def hard(x):  # the whole tick an order rests at, for matching old and new grids
         return jnp.floor(lax.stop_gradient(x) + 0.5).astype(jnp.int32)
 
-    def presence(book, step, new_top, new_step, side):
-        """Per level of the new grid, the alive probability and lots of the old order there."""
+    def presence(book, step, new_top, new_step, side, with_state=False):
+        """Per level of the new grid, the alive probability and lots of the old order there (and,
+        ``with_state``, its fill-model state: a tuple per state field of per-level values)."""
         mask = jnp.int32(0)
         for j in range(L):
             mask = mask | jnp.where(lax.stop_gradient(book.alive[j]) > 0, jnp.int32(1 << j), jnp.int32(0))
         args = (mask, hard(book.top), hard(step), hard(new_top), hard(new_step), side, L, dtype)
         _m, alive = om.remap(*args, lots=book.alive)
         _m, lots = om.remap(*args, lots=book.lots)
-        return alive, lots
+        if not with_state:
+            return alive, lots
+        state = tuple(om.remap(*args, lots=tuple(book.order_state[j][f] for j in range(L)))[1]
+                      for f in range(len(model.order_state)))
+        return alive, lots, state
 
     def gate(position, cap_lots, side):
         """How much a side may quote: ``sigmoid((room - 1/2) / T_pos)`` of the room to the cap
@@ -212,14 +228,25 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
         return SmoothPending(d, gate(state.position, cap_lots, +1), gate(state.position, cap_lots, -1), bid_seen,
                              ask_seen, (row["entry_rejected"] != 0).astype(jnp.int32))
 
+    def fill_probabilities(book, step, window, side):
+        """Per level, the probability that its order fills in ``window`` (if resting) and its
+        fill-model state after the window."""
+        ticks = [book.top - side * j * step for j in range(L)]
+        if model.thresholds is not None:
+            buy, sell = model.thresholds(window)
+            threshold = (buy if side > 0 else sell).astype(dtype)
+            return [jax.nn.sigmoid((side * (tick - threshold) + 0.5) / temperature) for tick in ticks], book.order_state
+        orders = [(tick, hard(tick), book.order_state[j]) for j, tick in enumerate(ticks)]
+        out = queue_smooth.window_fills(model, window, side, orders, dtype, lot_size=lot,
+                                        levels=config.queue_levels, temperature=temperature)
+        return [p for p, _s in out], tuple(s for _p, s in out)
+
     def side_fills(book, step, window, side):
-        buy, sell = model.thresholds(window)
-        threshold = (buy if side > 0 else sell).astype(dtype)
+        probabilities, order_state = fill_probabilities(book, step, window, side)
         qty, cash, notional, count, alive = [], [], [], [], []
         for j in range(L):
             tick = book.top - side * j * step
-            p = jax.nn.sigmoid((side * (tick - threshold) + 0.5) / temperature)
-            filled = book.alive[j] * p
+            filled = book.alive[j] * probabilities[j]
             alive.append(book.alive[j] - filled)
             q = book.lots[j] * filled
             price = tick * market.tick_size + base_price
@@ -231,8 +258,8 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
             else:
                 cash.append(q * tick)
                 notional.append(q * price)
-        return (book._replace(alive=tuple(alive)), level_sum(qty), level_sum(cash), level_sum(notional),
-                level_sum(count))
+        return (book._replace(alive=tuple(alive), order_state=order_state), level_sum(qty), level_sum(cash),
+                level_sum(notional), level_sum(count))
 
     def fill(state, window):
         bids, bought, bid_cash, bid_notional, bid_count = side_fills(state.bids, state.step, window, +1)
@@ -250,21 +277,31 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
         top, levels, lots, seen, side_gate = ((d.bid_top, d.bid_levels, d.bid_lots, pending.bid_seen, pending.bid_gate)
                                               if side > 0 else
                                               (d.ask_top, d.ask_levels, d.ask_lots, pending.ask_seen, pending.ask_gate))
-        held_alive, held_lots = presence(book, step, top, d.step, side)
+        held_alive, held_lots, held_state = presence(book, step, top, d.step, side, with_state=True)
         opposite = row["ask_ack"] if side > 0 else row["bid_ack"]
         marketable = om.reach(hard(top), hard(d.step), opposite, side, L)
         rejected_entry = (pending.entry_rejected != 0).astype(dtype)
-        alive, new_lots, rejections = [], [], []
+        window = {name: row[col] for name, col in window_b.items()}  # window b starts at the arrival
+        alive, new_lots, rejections, order_state = [], [], [], []
         for j in range(L):
             wanted = (j < lax.stop_gradient(levels)).astype(dtype)
             kept = wanted * held_alive[j]
             crosses = om.level_bit(marketable, j).astype(dtype)
             sent = wanted * (1 - kept) * (1 - seen[j])
             accepted = sent * (1 - crosses) * (1 - rejected_entry)
-            alive.append(kept + accepted * side_gate)
+            fresh = accepted * side_gate
+            alive.append(kept + fresh)
             rejections.append(sent * jnp.maximum(crosses, rejected_entry))
             new_lots.append(jnp.where(lax.stop_gradient(held_alive[j]) > 0, held_lots[j], lots))
-        new = SmoothBook(top, tuple(alive), tuple(new_lots))
+            if model.order_state:  # the level's queue state: the likelier of the kept and the new order's
+                arriving = queue_smooth.arrival_state(model, window, side, hard(top) - (side * j) * hard(d.step),
+                                                      dtype)
+                keep_old = lax.stop_gradient(kept) > lax.stop_gradient(fresh)
+                order_state.append(tuple(jnp.where(keep_old, held_state[f][j], arriving[f])
+                                         for f in range(len(model.order_state))))
+            else:
+                order_state.append(())
+        new = SmoothBook(top, tuple(alive), tuple(new_lots), tuple(order_state))
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(pending.entry_rejected != 0, a, b), book, new)
         return new, level_sum(rejections)
 
