@@ -1,27 +1,27 @@
-"""The smooth (differentiable) lane step: it is the hard step as the temperature goes to 0,
-its gradients are those of its own objective, it ranks lanes like the hard kernel at a low
-temperature, and forward-mode gradients need no memory that grows with the horizon."""
+"""The smooth (differentiable) lane step: it is the hard step as the temperature goes to 0 (the
+queue fill model too), its gradients are those of its own objective, it ranks lanes like the
+hard kernel at a low temperature, and forward-mode gradients need no memory that grows with the
+horizon."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 from mmsweep.kernels import smooth
-from mmsweep.kernels.scan import rebase_frames, run_lanes
+from mmsweep.kernels.metrics import MetricsConfig
+from mmsweep.kernels.policies import bind
+from mmsweep.kernels.policies.base import Market
+from mmsweep.kernels.scan import KernelConfig, rebase_frames, run_lanes
 from mmsweep.kernels.smooth import SmoothSpec, objective_and_grad, smooth_metrics
+from mmsweep.sweep.frames import FrameSpec, LatencySpec, build_frames
 
 import test_backends as tb
+import test_queue as tq
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +131,6 @@ def test_bad_arguments_are_named(frames):
 
 
 # --- the queue fill model ---------------------------------------------------------------------
-
-import test_queue as tq  # noqa: E402
-
-from mmsweep.kernels.metrics import MetricsConfig  # noqa: E402
-from mmsweep.kernels.policies import bind  # noqa: E402
-from mmsweep.kernels.policies.base import Market  # noqa: E402
-from mmsweep.kernels.scan import KernelConfig  # noqa: E402
-from mmsweep.sweep.frames import FrameSpec, LatencySpec, build_frames  # noqa: E402
 
 QUEUE_LEVELS = 4  # ticks of queue state from the touch (orders further out fill only outright)
 QUEUE_LANE_LEVELS = 2
