@@ -2,8 +2,9 @@
 
 Run::
 
-    python bench/tune.py synthetic [--hours 1] [--steps 100] [--starts 8] [--out DIR]
-    python bench/tune.py real [--steps 100] [--starts 8] [--out DIR]
+    python bench/tune.py synthetic [--hours 1] [--seed 0] [--steps 100] [--starts 8] [--brute 5,9,13,17,25]
+                                   [--brute-all] [--set KEY=JSON ...] [--out DIR]
+    python bench/tune.py real [--steps 100] [--starts 8] [--set KEY=JSON ...] [--out DIR]
 
 ``synthetic``: a market whose good region is known by construction (the *lead-lag market*).  Spot
 leads futures by 500 ms; the futures' aggressive flow is uninformed, so the futures quoter's
@@ -13,12 +14,14 @@ will be once they catch up, so beta near 1 and above removes most adverse select
 maker rebate (0 bp) the half-spread trades spread capture against fill rate, so it has an interior
 optimum.  A coarse grid (3 x 3 x 3 over half-spread, beta and skew) is swept, its top lanes are
 tuned (``mmsweep tune``), and brute-force grids of growing density over the same box are swept
-until one reaches the tuned point's hard train objective.
+until one reaches the tuned point's hard train objective (``--brute-all``: all of them); each
+grid's best lane is replayed on the exact engine, train and test.
 
 ``real``: the APT study on the real Binance sample (``../shared/data``, 345 s), a coarse grid of
 36 lanes, tuned the same way (there is no known optimum there; only train and test).
 
-Everything runs through the package's own code paths (``run_experiment``, ``tune_run``,
+Every sweep runs afresh (its run folder under ``OUT/runs`` is replaced; the frames come from the
+cache after the first), so its time is a whole sweep's.  Everything runs through the package's own code paths (``run_experiment``, ``tune_run``,
 ``replay_and_score``); the tables are printed as markdown with the machine's load.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,12 +97,17 @@ def real_spec(steps: int, starts: int) -> dict:
 
 
 def run(spec: dict, out: Path, log):
+    """Sweep ``spec`` afresh (a run folder of the same name under ``out`` is replaced, so that the
+    time is a whole sweep's, frames from the cache); returns the folder, the wall time and the
+    experiment."""
     from mmsweep.sweep.config import parse_experiment
     from mmsweep.sweep.run import run_experiment
 
     exp = parse_experiment(spec, spec["name"], base_dir=ROOT / "experiments")
+    if (out / spec["name"]).is_dir():
+        shutil.rmtree(out / spec["name"])
     t = time.perf_counter()
-    run_dir = run_experiment(exp, out_root=out, resume=True, log=log)
+    run_dir = run_experiment(exp, out_root=out, resume=False, log=log)
     return run_dir, time.perf_counter() - t, exp
 
 
@@ -125,6 +134,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--starts", type=int, default=8)
     ap.add_argument("--brute", default="5,9,13,17,25", help="points per axis of the brute-force grids, in order")
+    ap.add_argument("--brute-all", action="store_true",
+                    help="sweep every brute-force grid, not only until one reaches the tuned objective")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmsweep-bench-tune"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a key of the tune section, e.g. rounding=\"straight_through\"")
@@ -183,17 +194,20 @@ def main() -> None:
         target = top["hard_tuned_train"]
         print(f"\nbrute force over the same box ({', '.join(f'{k} {v[0]:g}..{v[1]:g}' for k, v in BOX.items())}), "
               f"until a lane reaches the tuned hard train {metric} {target:.2f}:\n")
-        print(f"| grid | lanes | sweep time | best hard train {metric} | its " + " | its ".join(BOX) + " |")
-        print("|---|---:|---:|---:|" + "---:|" * len(BOX))
+        print(f"| grid | lanes | sweep time | best hard train {metric} | its " + " | its ".join(BOX)
+              + " | its hard test | its exact train | its exact test |")
+        print("|---|---:|---:|---:|" + "---:|" * (len(BOX) + 3))
         for k in [int(x) for x in args.brute.split(",") if x]:
             brute = leadlag_spec(paths, grid_axes(k), args.steps, args.starts)
             brute["name"] = f"leadlag-{args.hours:g}h-seed{args.seed}-brute{k}"
             brute_dir, seconds, _exp = run(brute, args.out / "runs", log)
             table = pl.read_parquet(brute_dir / "results.parquet")
             b = table.filter(pl.col("rank") == 1).row(0, named=True)
+            b_exact = exact_of_lane(brute_dir, int(b["lane"]), metric)
             print(f"| {k}^3 | {table.height:,} | {seconds:.1f} s | {b[f'train_{metric}']:.2f} | "
-                  + " | ".join(f"{b[p]:.4g}" for p in BOX) + " |", flush=True)
-            if b[f"train_{metric}"] >= target:
+                  + " | ".join(f"{b[p]:.4g}" for p in BOX)
+                  + f" | {b[f'test_{metric}']:.2f} | {b_exact['train']:.2f} | {b_exact['test']:.2f} |", flush=True)
+            if b[f"train_{metric}"] >= target and not args.brute_all:
                 break
 
 

@@ -835,7 +835,7 @@ def _plot(path: Path, trace: Trace, scored: dict, starts: StartSet, tune, unit: 
     from . import report as figures
     from .runfolder import partial_path
 
-    fig = figures._figure(8.5, 6.4)
+    fig = figures._figure(10.0, 6.4)
     hard_ax, smooth_ax = fig.subplots(2, 1, sharex=True)
     n = trace.objective.shape[1]
     colors = [f"C{i % 10}" for i in range(n)]
@@ -864,8 +864,8 @@ def _plot(path: Path, trace: Trace, scored: dict, starts: StartSet, tune, unit: 
     twin.set_ylabel("fill temperature (ticks), dashed", color="0.35", fontsize=8)
     twin.set_yscale("log")
     smooth_ax.set_title("smooth objective the optimiser maximises, at each step's temperature", fontsize=8.5)
-    if n <= 12:
-        hard_ax.legend(fontsize=7, loc="best", ncol=2)
+    if n <= 12:  # beside the hard panel, clear of the curves
+        hard_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="start", title_fontsize=7)
     tmp = partial_path(path)
     figures._save(fig, tmp)
     os.replace(tmp, path)
