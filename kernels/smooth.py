@@ -46,7 +46,7 @@ from .fills import queue_smooth
 from .metrics import metrics_commit, metrics_finalize, metrics_init, metrics_row
 from .policies.base import Observation
 from .scan import KernelState, make_scan_step
-from .step import KernelConfig, Lane, Observed, Pending, fill_model_for, level_sum, window_columns
+from .step import KernelConfig, Lane, Observed, Pending, book_fills, fill_model_for, level_sum, window_columns
 
 #: Objectives the smooth run can be scored on.
 OBJECTIVES = ("PnL", "SR", "Return")
@@ -262,15 +262,7 @@ def make_smooth_lane(config: KernelConfig, temperature, position_temperature,
                 level_sum(notional), level_sum(count))
 
     def fill(state, window):
-        bids, bought, bid_cash, bid_notional, bid_count = side_fills(state.bids, state.step, window, +1)
-        asks, sold, ask_cash, ask_notional, ask_count = side_fills(state.asks, state.step, window, -1)
-        notional = (bid_notional + ask_notional) * (config.contract_multiplier * lot)
-        position = state.position + bought - sold
-        return state._replace(
-            bids=bids, asks=asks, position=position, cash=state.cash - bid_cash + ask_cash,
-            fees=state.fees + config.maker_fee * notional, traded_value=state.traded_value + notional,
-            trades=state.trades + bid_count + ask_count,
-            max_abs_position=jnp.maximum(state.max_abs_position, jnp.abs(position)))
+        return book_fills(state, window, side_fills, config)
 
     def side_arrive(book, step, pending, row, side):
         d = pending.decision

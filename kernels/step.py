@@ -279,15 +279,7 @@ def make_lane(config: KernelConfig) -> Lane:
         return new, qty, lots_ticks, notional, count.astype(dtype)
 
     def fill(state: LaneState, window) -> LaneState:
-        bids, bought, bid_ticks, bid_notional, bid_count = side_fills(state.bids, state.step, window, +1)
-        asks, sold, ask_ticks, ask_notional, ask_count = side_fills(state.asks, state.step, window, -1)
-        notional = (bid_notional + ask_notional) * (config.contract_multiplier * lot)
-        position = state.position + bought - sold
-        return state._replace(
-            bids=bids, asks=asks, position=position, cash=state.cash - bid_ticks + ask_ticks,
-            fees=state.fees + config.maker_fee * notional, traded_value=state.traded_value + notional,
-            trades=state.trades + bid_count + ask_count,
-            max_abs_position=jnp.maximum(state.max_abs_position, jnp.abs(position)))
+        return book_fills(state, window, side_fills, config)
 
     def side_arrive(book: SideBook, step, pending: Pending, row, side: int):
         """The decision's grid on one side at its arrival: (new book, rejections)."""
@@ -338,6 +330,22 @@ def make_lane(config: KernelConfig) -> Lane:
         return out
 
     return Lane(init, empty_pending, observe, commit, track, decide, fill, arrive, finalize, model)
+
+
+def book_fills(state, window, side_fills, config: KernelConfig):
+    """One window's fills of both sides booked into a lane state (the hard step's and the smooth
+    step's, which share these field names).  ``side_fills(book, step, window, side)`` returns
+    ``(book, qty lots, cash (lots x ticks, or coin units for inverse), notional (lots x price),
+    count)`` of one side; fees are maker fees on the notional in contracts x multiplier."""
+    bids, bought, bid_cash, bid_notional, bid_count = side_fills(state.bids, state.step, window, +1)
+    asks, sold, ask_cash, ask_notional, ask_count = side_fills(state.asks, state.step, window, -1)
+    notional = (bid_notional + ask_notional) * (config.contract_multiplier * config.market.lot_size)
+    position = state.position + bought - sold
+    return state._replace(
+        bids=bids, asks=asks, position=position, cash=state.cash - bid_cash + ask_cash,
+        fees=state.fees + config.maker_fee * notional, traded_value=state.traded_value + notional,
+        trades=state.trades + bid_count + ask_count,
+        max_abs_position=jnp.maximum(state.max_abs_position, jnp.abs(position)))
 
 
 def level_sum(terms):
