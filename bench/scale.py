@@ -1,12 +1,14 @@
 """Benchmark: memory and time over long horizons, 1 h / 1 day / 7 days of the synthetic market.
 
-Usage:  python bench/scale.py [--hours 1 24 168] [--lanes 1024] [--out scale.json]
+Usage:  python bench/scale.py [--hours 1 24 168] [--lanes 1024] [--chunk-rows N] [--out scale.json]
 
 For each horizon, two fresh processes (so that each peak is its own):
 
 1. **frames**: the synthetic two-instrument market (futures + spot) generated piece by piece
    (``data.synthetic.days``, one-hour pieces) and streamed into a frames store (100 ms rows,
-   three spot return features, 10 ms entry latency): wall time and peak RSS;
+   three spot return features, 10 ms entry latency): wall time and peak RSS.  The market and
+   frames are those of ``experiments/apt_two_months.yaml`` (seed 0, spot leading by 200 ms), so a
+   store built here with ``--cache`` serves that experiment run over the same days;
 2. **sweep**: the APT fair-value strategy, ``--lanes`` lanes (half-spread x skew), over every row
    of the store, scanned in time chunks of 2^20 rows with the lane state carried: wall time,
    lane-steps/s and peak RSS.
@@ -31,12 +33,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def experiment(hours: float, lanes: int) -> dict:
+def experiment(hours: float, lanes: int, chunk_rows: int | None = None) -> dict:
     side = int(round(lanes ** 0.5))
     return {
         "name": f"scale-{hours:g}h",
-        "data": {"source": "synthetic", "synthetic": {"days": hours / 24, "piece_hours": min(1.0, hours), "seed": 0},
-                 "quoted": "futures"},
+        "data": {"source": "synthetic", "quoted": "futures",
+                 "synthetic": {"days": hours / 24, "piece_hours": min(1.0, hours), "seed": 0, "lead_lag_ms": 200}},
         "interval_ms": 100, "latency": {"entry_ms": 10}, "fees": {"maker_bps": -0.5, "taker_bps": 7.0},
         "features": [{"kind": "rolling_return", "instrument": "spot", "window_s": w} for w in (300, 60, 10)],
         "strategy": {"policy": "fair_value",
@@ -47,7 +49,7 @@ def experiment(hours: float, lanes: int) -> dict:
         "sweep": {"relative_half_spread_bps": {"linspace": [0.5, 5, side]},
                   "relative_skew_bps": {"logspace": [-1, 1, lanes // side]}},
         "split": {"train_fraction": 1.0},
-        "run": {"chunk_lanes": lanes, "dtype": "float32"},
+        "run": {"chunk_lanes": lanes, "dtype": "float32", **({"time_chunk_rows": chunk_rows} if chunk_rows else {})},
     }
 
 
@@ -59,14 +61,14 @@ def _peak_mb() -> float:
     return float("nan")
 
 
-def child(stage: str, hours: float, lanes: int) -> dict:
+def child(stage: str, hours: float, lanes: int, chunk_rows: int | None = None) -> dict:
     import warnings
 
     warnings.simplefilter("ignore")
     from mmsweep.sweep.config import parse_experiment
     from mmsweep.sweep.run import prepare, run_chunk
 
-    exp = parse_experiment(experiment(hours, lanes))
+    exp = parse_experiment(experiment(hours, lanes, chunk_rows))
     t = time.perf_counter()
     prep = prepare(exp, log=lambda *_: None)
     prepared = time.perf_counter() - t
@@ -89,12 +91,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, nargs="+", default=[1, 24, 168])
     p.add_argument("--lanes", type=int, default=1024)
+    p.add_argument("--chunk-rows", type=int, help="rows per time chunk of the sweep (run.time_chunk_rows; "
+                   "default 2^20)")
     p.add_argument("--cache", help="frames cache folder (default: a temporary one, removed at the end)")
     p.add_argument("--out", help="also write the results as JSON")
     p.add_argument("--child", nargs=2, metavar=("STAGE", "HOURS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], float(args.child[1]), args.lanes)))
+        print(json.dumps(child(args.child[0], float(args.child[1]), args.lanes, args.chunk_rows)))
         return
     sys.path.insert(0, str(HERE))
     from common import machine
@@ -106,8 +110,9 @@ def main() -> None:
         for hours in args.hours:
             for stage in ("frames", "sweep"):
                 t = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--lanes", str(args.lanes), "--child", stage,
-                                       str(hours)], env=env, capture_output=True, text=True)
+                chunk_rows = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
+                proc = subprocess.run([sys.executable, __file__, "--lanes", str(args.lanes), *chunk_rows, "--child",
+                                       stage, str(hours)], env=env, capture_output=True, text=True)
                 if proc.returncode:
                     sys.exit(f"{stage} {hours:g} h failed:\n{proc.stderr[-3000:]}")
                 row = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,6 +4,8 @@ bit for bit).  Streamed sources (a frames store) always run this way, one store 
 in-memory frames do when ``run.time_chunk_rows`` is set."""
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
@@ -43,9 +45,47 @@ class StoreRows(Mapping):
     def chunks(self, max_rows: int | None) -> Iterator[tuple[int, Any]]:
         """``(first row within the part, Frames)`` of at most ``max_rows`` rows (default: the
         store's chunks)."""
-        size = max_rows or DEFAULT_STORE_CHUNK_ROWS
-        for row, frames in self.store.iter_frames(self.lo, self.hi, size):
-            yield row - self.lo, frames
+        yield from _pieces(self.store, self.lo, self.hi, max_rows or DEFAULT_STORE_CHUNK_ROWS)
+
+
+def _pieces(store, lo: int, hi: int, size: int) -> Iterator[tuple[int, Any]]:
+    """Rows ``[lo, hi)`` of a frames store as ``(row - lo, Frames)`` of at most ``size`` rows.  A
+    piece spanning stored chunks is filled column by column as they are read, and is dropped before
+    the next is read: memory is one piece and one stored chunk, whatever the horizon."""
+    from .frames import Frames
+    from .frames_store import _slice
+
+    row = lo
+    while row < hi:
+        end = min(hi, row + size)
+        i = store._chunk_of(row)
+        first = store.chunk(i)
+        c_lo, c_hi = store.chunks[i]["lo"], store.chunks[i]["hi"]
+        if end <= c_hi:  # within one stored chunk: a slice of it
+            piece = _slice(first, row - c_lo, end - c_lo)
+        else:
+            columns = {k: np.empty((end - row,) + v.shape[1:], v.dtype) for k, v in first.columns.items()}
+            features = np.empty((end - row,) + first.features.shape[1:], first.features.dtype)
+            names, inst, spec, meta = first.feature_names, first.instrument, first.spec, first.meta
+            at, chunk = row, first
+            del first
+            while True:
+                take = min(end, c_hi)
+                a, b = at - c_lo, take - c_lo
+                for k, v in chunk.columns.items():
+                    columns[k][at - row:take - row] = v[a:b]
+                features[at - row:take - row] = chunk.features[a:b]
+                at = take
+                if at >= end:
+                    break
+                i = store._chunk_of(at)
+                chunk = store.chunk(i)
+                c_lo, c_hi = store.chunks[i]["lo"], store.chunks[i]["hi"]
+            del chunk
+            piece = Frames(columns, features, names, inst, spec, meta)
+        yield row - lo, piece
+        del piece  # not held while the next piece is read
+        row = end
 
 
 def _flatten(rows: StoreRows):
@@ -91,12 +131,50 @@ def _chunks(prep, part: str, host: bool) -> Iterator[dict]:
         base, dtype = rows.base_tick, rows.dtype
         for offset, frames in rows.chunks(size):
             out = _rows_of(frames, base, dtype, offset)
-            yield {k: np.asarray(v) for k, v in out.items()} if host else out
+            del frames
+            if host:
+                out = {k: np.asarray(v) for k, v in out.items()}
+            yield out
+            del out  # the caller drops its reference too (run_part_chunked): one chunk alive at a time
         return
     n = len(rows["index"])
     for lo in range(0, n, size):
         piece = {k: v[lo:lo + size] for k, v in rows.items()}  # index keeps counting within the part
         yield {k: np.asarray(v) for k, v in piece.items()} if host else piece
+
+
+#: seconds between two progress lines of a part scanned in time chunks
+PROGRESS_EVERY_S = 15.0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """A line every :data:`PROGRESS_EVERY_S` seconds while a part's time chunks are scanned (rows
+    done, lane-steps/s, ETA): a sweep over months is one lane chunk of many minutes.  Written with
+    ``prep.progress`` when set, else to stderr; nothing for a part that finishes sooner."""
+
+    def __init__(self, prep, part: str, lanes: int) -> None:
+        self.say = prep.__dict__.get("progress") or _stderr
+        self.part, self.lanes, self.total = part, lanes, len(prep.parts[part]) if isinstance(
+            prep.parts[part], StoreRows) else len(prep.parts[part]["index"])
+        self.start = self.last = time.perf_counter()
+        self.done = 0
+
+    def step(self, rows: int, wait: Callable[[], Any] | None = None) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S or self.done >= self.total:
+            return
+        if wait is not None:  # JAX: the scan is dispatched, not done; wait for it to time it
+            wait()
+            now = time.perf_counter()
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        self.say(f"  {self.part}: {self.done:,}/{self.total:,} rows x {self.lanes:,} lanes, "
+                 f"{rate * self.lanes / 1e6:,.1f} M lane-steps/s, ETA {(self.total - self.done) / rate:,.0f} s")
 
 
 def run_part_chunked(prep, part: str, params: dict, run: Callable, host: bool) -> dict:
@@ -105,9 +183,13 @@ def run_part_chunked(prep, part: str, params: dict, run: Callable, host: bool) -
     config = prep.configs[part]
     state = None
     out = None
+    lanes = int(np.shape(next(iter(params.values())))[0]) if params else 1
+    progress = _Progress(prep, part, lanes)
     if host:
         for rows in _chunks(prep, part, True):
             out, state = run(params, rows, config, state=state, return_state=True)
+            progress.step(len(rows["index"]))
+            del rows  # freed before the next chunk is read
         return out
     import jax
 
@@ -117,6 +199,7 @@ def run_part_chunked(prep, part: str, params: dict, run: Callable, host: bool) -
         rows = jax.device_put(nxt)
         out, state = run(params, rows, config, state=state, return_state=True)  # dispatched, not awaited
         nxt = next(it, None)  # built (and uploaded) while the scan runs
+        progress.step(len(rows["index"]), wait=lambda: jax.block_until_ready(state))
     return out
 
 

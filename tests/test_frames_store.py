@@ -194,9 +194,31 @@ def _check_device_chunks(prep) -> None:
         calls.append((int(rows["index"][0]), len(rows["index"]), state))
         return {"n": len(calls)}, f"state{len(calls)}"
 
+    import mmsweep.sweep.timechunks as tc
+
     exp = dataclasses.replace(prep.experiment, run=dataclasses.replace(prep.experiment.run, time_chunk_rows=700))
-    out = run_part_chunked(dataclasses.replace(prep, experiment=exp), "train", {}, fake_run, host=False)
+    chunked_prep = dataclasses.replace(prep, experiment=exp)
+    lines: list[str] = []
+    chunked_prep.progress = lines.append
+    tc.PROGRESS_EVERY_S, every = 0.0, tc.PROGRESS_EVERY_S  # a progress line after every chunk but the last
+    try:
+        out = run_part_chunked(chunked_prep, "train", {"x": np.zeros(3)}, fake_run, host=False)
+    finally:
+        tc.PROGRESS_EVERY_S = every
     n = len(prep.parts["train"])
     assert [c[0] for c in calls] == list(range(0, n, 700)) and sum(c[1] for c in calls) == n
     assert [c[2] for c in calls] == [None] + [f"state{i}" for i in range(1, len(calls))]
     assert out == {"n": len(calls)}
+    assert len(lines) == len(calls) - 1 >= 2
+    assert lines[0].startswith(f"  train: 700/{n:,} rows x 3 lanes, ") and "lane-steps/s, ETA" in lines[0]
+    # the pieces filled chunk by chunk equal the store's own reader, across stored chunks too
+    store = prep.frames
+    for lo, hi, size in ((0, len(store), 700), (5, len(store) - 3, 1111), (900, 1300, 7)):
+        want, got = list(store.iter_frames(lo, hi, size)), list(tc._pieces(store, lo, hi, size))
+        assert [r - lo for r, _ in want] == [r for r, _ in got]
+        for (_, a), (_, b) in zip(want, got):
+            assert a.feature_names == b.feature_names
+            np.testing.assert_array_equal(a.features, b.features)
+            for k in a.columns:
+                assert a.columns[k].dtype == b.columns[k].dtype
+                np.testing.assert_array_equal(a.columns[k], b.columns[k], err_msg=k)
