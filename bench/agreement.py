@@ -1,18 +1,20 @@
 """How well each fast fill model ranks a sweep, against an exhaustive exact replay, in one run.
 
-Run: ``python bench/agreement.py [CASE_OR_YAML ...] [--fill-models cross,touch] [--out DIR]
-[--processes 2] [--repeat 5] [--max-exact-minutes 60]``.
+Run: ``python bench/agreement.py [CASE_OR_YAML ...] [--fill-models cross,touch,queue] [--out DIR]
+[--processes 2] [--repeat 5] [--max-exact-minutes 60]``; ``python bench/agreement.py --print
+DIR/agreement.json`` prints the tables of an earlier run again.
 
 For each case (an experiment YAML, or one of the built-in cases below) and each fill model:
 
 1. the sweep: ``mmsweep run`` of the experiment under ``cross``, then ``mmsweep verify
    --exhaustive --fill-models ...``: every lane replayed on the exact engine (the experiment's
-   ``verify`` queue model, power n = 2 by default, the same replay for every fill model; a
-   queue-aware fast model is to be configured with the same queue model), every other fill
-   model swept on the fast kernel;
+   ``verify`` queue model, power n = 2 by default, the same replay for every fill model), every
+   other fill model swept on the fast kernel; the fast ``queue`` model runs the same queue model
+   and exponent (``verify.queue``, ``verify.queue_n``) on frames with ``queue_levels`` ticks a
+   side, which the bench checks (and records) before it times anything;
 2. the table: whole-sweep Spearman of the objective and of PnL, top-10 and top-20 overlap,
    median PnL gap ``(exact - fast) / |fast|`` and median ``exact - fast`` (in the instrument's
-   PnL currency) with the share of lanes where the exact PnL is above the fast one (these three
+   PnL currency) with the shares of lanes where the exact PnL is above / below the fast one (these
    over the lanes that meet the constraints on both sides), the exact rank of the fast #1 and
    the regret (the best exact objective minus the fast #1's, beside the best);
 3. the cost: each fill model's fast sweep timed in this process (the sweep's lanes repeated to
@@ -26,13 +28,17 @@ Built-in cases (no file needed):
   way), 8 x 8 x 8 = 512 lanes;
 * ``real_apt``: ``experiments/real_btcusdt_apt.yaml`` (fair value with a spot signal, the
   order-latency file), 5,120 lanes, ranked on its train part;
+* ``real_coinm_grid5``: the same 5-level grid on the real Binance COIN-M ETHUSD_PERP capture and
+  its continuation file as one instrument (``../shared/data/binance/cm/``, as
+  ``experiments/real_ethusd_perp_inverse.yaml`` reads them): an inverse contract of 10 USD,
+  orders of 5 contracts, at most 100, PnL and fees in ETH, 8 x 8 x 8 = 512 lanes;
 * ``large_tick``: a synthetic large-tick market, generated into ``--out``: one instrument,
   tick 5 bp of the price (so the spread is one tick nearly always), 40 lots resting at the
   touch against trades of 0.05 lots and up (deep queues), one hour; a 5-level grid in ticks,
   8 x 8 x 4 = 256 lanes.
 
-Fill models the kernel does not know (``queue`` until it exists) stop the run at once with a
-one-line error naming them.  Prints markdown tables and writes ``<out>/agreement.json``.
+Fill models the kernel does not know stop the run at once with a one-line error naming them.
+Prints markdown tables and writes ``<out>/agreement.json`` (after every case).
 """
 from __future__ import annotations
 
@@ -56,7 +62,7 @@ import common  # noqa: E402
 from mmsweep.sweep.config import load_experiment, parse_experiment  # noqa: E402
 from mmsweep.sweep.errors import InputError  # noqa: E402
 
-CASES = ("real_grid5", "real_apt", "large_tick")
+CASES = ("real_grid5", "real_apt", "real_coinm_grid5", "large_tick")
 
 
 def shared_data() -> Path:
@@ -108,6 +114,23 @@ def case_experiment(case: str, out: Path):
                          "grid_interval": {"linspace": [0.25, 3.0, 8]}}
         spec["constraints"] = {"min_trades": 10}
         return parse_experiment(spec, "real_grid5")
+    if case == "real_coinm_grid5":
+        # the COIN-M experiment's data, fees, latency and contract sizes; the grid of real_grid5
+        spec = yaml.safe_load((REPO / "experiments" / "real_ethusd_perp_inverse.yaml").read_text())
+        spec["name"] = f"agreement_{case}"
+        spec["description"] = ("5-level skewed grid on the real Binance COIN-M ETHUSD_PERP capture and its "
+                               "continuation (inverse, 10 USD contracts, PnL in ETH)")
+        cm = shared_data() / "binance" / "cm" / "ethusd_perp_2024080*.gz"
+        spec["data"]["files"]["ethusd_perp"]["path"] = str(cm)
+        spec["strategy"]["params"].update({"n_levels": 5})
+        spec["sweep"] = {"half_spread": {"linspace": [0.1, 4.0, 8]}, "skew": {"logspace": [-2, 0, 8]},
+                         "grid_interval": {"linspace": [0.25, 3.0, 8]}}
+        spec["strategy"]["params"].pop("grid_interval", None)
+        spec["objective"] = {"metric": "SR", "maximize": True}
+        spec["constraints"] = {"min_trades": 10}
+        spec["split"] = {"train_fraction": 1.0}
+        spec["verify"] = {"top_k": 20, "sample": 50, "seed": 0, "queue": "power", "queue_n": 2}
+        return parse_experiment(spec, "real_coinm_grid5")
     path = large_tick_market(out)
     spec["description"] = "5-level skewed grid in ticks on a synthetic large-tick market (one-tick spread)"
     spec["data"] = {"source": "files", "files": {"market": {"path": str(path)}}, "quoted": "market"}
@@ -119,13 +142,16 @@ def case_experiment(case: str, out: Path):
     return parse_experiment(spec, "large_tick")
 
 
-def time_sweeps(exp, models: list[str], repeat: int, lanes: int) -> dict[str, dict]:
+def time_sweeps(exp, models: list[str], repeat: int, lanes: int, engine: dict | None = None) -> dict[str, dict]:
     """Each model's fast sweep: the sweep's lanes repeated to at least ``lanes`` lanes (a sweep of
     a few hundred lanes takes milliseconds, too short to time on a shared machine), best of
     ``repeat`` (models alternated, after a warm-up call each), lane-steps/s."""
     from mmsweep.sweep.run import prepare, run_chunk
 
     preps = {m: prepare(dataclasses.replace(exp, fill_model=m), log=lambda s: None) for m in models}
+    setup = {m: queue_setup(p) for m, p in preps.items()}
+    if "queue" in setup and engine is not None:  # before anything is timed
+        check_queue(exp, engine, setup["queue"])
     swept = len(next(iter(preps[models[0]].lanes.values())))
     n = max(swept, int(lanes))
     for m, prep in preps.items():
@@ -146,7 +172,41 @@ def time_sweeps(exp, models: list[str], repeat: int, lanes: int) -> dict[str, di
             best[m] = min(best[m], time.perf_counter() - t)
     steps = n * sum(len(p["index"]) for p in preps[models[0]].parts.values())
     return {m: {"seconds": best[m], "lanes": n, "lane_steps": steps, "lane_steps_per_s": steps / best[m],
-                "backend": preps[m].backend, "vs_cross": best[m] / best["cross"]} for m in models}
+                "backend": preps[m].backend, "vs_cross": best[m] / best["cross"], **setup[m]} for m in models}
+
+
+def queue_setup(prep) -> dict:
+    """What a prepared sweep's kernel knows of queues: its queue model and exponent, the frames'
+    queue levels, and how many per-tick queue columns the frames carry."""
+    cfg = prep.config
+    levels = int(getattr(cfg, "queue_levels", 0))
+    names = [f"queue_{s}_{q}_{k}_{w}" for s in ("bid", "ask") for q in ("trades", "depth_start", "depth_end")
+             for k in range(levels) for w in ("a", "b")]
+    present = 0
+    for name in names:
+        try:
+            prep.frames[name]
+            present += 1
+        except KeyError:
+            pass
+    return {"queue_model": str(cfg.queue_model), "queue_n": float(cfg.queue_n), "queue_levels": levels,
+            "queue_columns": present, "queue_columns_expected": len(names)}
+
+
+def check_queue(exp, engine: dict, setup: dict) -> None:
+    """The fast ``queue`` model must run the exact engine's queue model on frames with queue columns."""
+    problems = []
+    if setup["queue_model"] != engine["queue"] or setup["queue_model"] != exp.verify.queue:
+        problems.append(f"queue model {setup['queue_model']!r} vs the exact engine's {engine['queue']!r}")
+    if abs(setup["queue_n"] - float(engine["queue_n"])) > 1e-12:
+        problems.append(f"exponent {setup['queue_n']:g} vs the exact engine's {float(engine['queue_n']):g}")
+    if setup["queue_levels"] < 1 or setup["queue_levels"] != exp.queue_levels:
+        problems.append(f"frames built with {setup['queue_levels']} queue levels (experiment: {exp.queue_levels})")
+    if setup["queue_columns"] != setup["queue_columns_expected"]:
+        problems.append(f"frames carry {setup['queue_columns']} of {setup['queue_columns_expected']} queue columns")
+    if problems:
+        raise SystemExit(f"error: {exp.name}: the fast queue model does not match the exact engine: "
+                         + "; ".join(problems))
 
 
 def run_case(case: str, models: list[str], args) -> dict:
@@ -174,7 +234,8 @@ def run_case(case: str, models: list[str], args) -> dict:
                          max_exact_minutes=args.max_exact_minutes, log=log, report=lambda m: None)
     verify_s = time.perf_counter() - t
     print(f"[{case}] timing the fast sweeps ...", file=sys.stderr)
-    timed = time_sweeps(exp, ["cross"] + [m for m in models if m != "cross"], args.repeat, args.timing_lanes)
+    timed = time_sweeps(exp, ["cross"] + [m for m in models if m != "cross"], args.repeat, args.timing_lanes,
+                        engine=summary["engine"]["config"])
     rows = []
     for model in models:
         d = summary["fill_models"][model]
@@ -186,6 +247,7 @@ def run_case(case: str, models: list[str], args) -> dict:
             "top20": f"{ex['top_overlap']['20']['common']}/{ex['top_overlap']['20']['k']}",
             "median_pnl_gap": ex["pnl_gap"]["median"], "median_pnl_diff": ex["pnl_gap"]["median_gap"],
             "gap_lanes": ex["pnl_gap"]["lanes"], "exact_above": ex["pnl_gap"]["exact_above"],
+            "exact_below": ex["pnl_gap"].get("exact_below"),
             "fast_best_exact_rank": ex["fast_best"]["exact_rank"], "exact_ranked": ex["fast_best"]["exact_ranked"],
             "regret": ex["fast_best"]["regret"], "best_exact_objective": ex["fast_best"]["best_exact_objective"],
             "frontier_overlap": f"{d['top_k_overlap']['common']}/{d['top_k_overlap']['k']}",
@@ -205,7 +267,7 @@ def _f(x, digits=3) -> str:
 def print_tables(results: list[dict], machine: str) -> None:
     print(f"\nMeasured on: {machine}\n")
     print("| data | fill model | lanes | Spearman objective | Spearman PnL | top-10 | top-20 | median PnL gap "
-          "(exact - fast) / \\|fast\\| | median PnL exact - fast | exact PnL above fast | exact rank of the fast #1 | "
+          "(exact - fast) / \\|fast\\| | median PnL exact - fast (PnL currency) | exact PnL above / below fast | exact rank of the fast #1 | "
           "regret (of the best) | fast sweep | lane-steps/s | time vs cross |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
@@ -215,8 +277,9 @@ def print_tables(results: list[dict], machine: str) -> None:
             gap = "n/a" if row["median_pnl_gap"] is None else f"{100 * row['median_pnl_gap']:+.0f} %"
             print(f"| {r['case']} ({r['objective']}) | {row['fill_model']} | {row['lanes']:,} | "
                   f"{_f(row['spearman_objective'])} | {_f(row['spearman_pnl'])} | {row['top10']} | {row['top20']} | "
-                  f"{gap} | {_f(row['median_pnl_diff'], 4)} {r['pnl_unit']} | "
-                  f"{_f(100 * row['exact_above'], 0)} % of {row['gap_lanes']:,} | {rank} | "
+                  f"{gap} | {row['median_pnl_diff']:+.3g} {r['pnl_unit']} | "
+                  f"{_f(100 * row['exact_above'], 0)} / {_f(100 * (row.get('exact_below') or np.nan), 0)} % of "
+                  f"{row['gap_lanes']:,} | {rank} | "
                   f"{_f(row['regret'], 1)} ({_f(row['best_exact_objective'], 0)}) | "
                   f"{row['sweep_lanes']:,} lanes {row['sweep_seconds']:.2f} s | "
                   f"{row['sweep_lane_steps_per_s'] / 1e6:.1f} M | {row['sweep_vs_cross']:.2f}x |")
@@ -228,6 +291,10 @@ def print_tables(results: list[dict], machine: str) -> None:
               f"exhaustive verify {r['verify_s']:.0f} s (exact replay {r['exact_s']:.0f} s); load average "
               f"{r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f}")
         for row in r["rows"]:
+            if row.get("sweep_queue_levels"):
+                print(f"  {row['fill_model']}: fast queue model {row['sweep_queue_model']} "
+                      f"(n={row['sweep_queue_n']:g}), {row['sweep_queue_levels']} ticks a side, "
+                      f"{row['sweep_queue_columns']} queue columns in the frames")
             c = row.get("checks") or {}
             if c:
                 print(f"  {row['fill_model']}: frontier overlap {row['frontier_overlap']}; sample's Spearman interval "
@@ -251,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                     "lanes repeated)")
     ap.add_argument("--max-exact-minutes", type=float, default=60.0, help="refuse longer exhaustive replays")
     ap.add_argument("--verbose", action="store_true", help="progress of every step")
+    ap.add_argument("--print", dest="print_json", metavar="JSON", help="print the tables of an agreement.json "
+                    "written earlier, and stop")
     args = ap.parse_args(argv)
+    if args.print_json:
+        data = json.loads(Path(args.print_json).read_text())
+        print_tables(data["cases"], data["machine"])
+        return 0
     from mmsweep.sweep.verify import parse_fill_models
 
     try:  # unknown fill models (queue, until the kernel has it) stop here, before any work
@@ -271,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for case in args.cases:
             results.append(run_case(case, models, args))
+            # written after every case, so that a later case's failure keeps the earlier ones
+            (out / "agreement.json").write_text(json.dumps({"machine": machine, "fill_models": models,
+                                                            "cases": results}, indent=2, default=str))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    (out / "agreement.json").write_text(json.dumps({"machine": machine, "fill_models": models, "cases": results},
-                                                   indent=2, default=str))
     print_tables(results, machine)
     print(f"\n{out / 'agreement.json'}")
     return 0
