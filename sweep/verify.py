@@ -159,6 +159,16 @@ def _interval(point: Any, lo: Any, hi: Any, fmt: Callable[[Any], str]) -> str:
     return f"{fmt(point)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+def regret_cell(best: dict[str, Any]) -> str:
+    """The regret of an agreement's ``fast_best`` as printed: value, best lane and its fast rank;
+    ``n/a`` only when there is none (0.0, the fast #1 being the best found, is printed)."""
+    value = best.get("regret")
+    if best.get("best_lane") is None or value is None or not math.isfinite(float(value)):
+        return "n/a"
+    fr = best.get("best_fast_rank")
+    return f"{_fmt(value, 3)} (lane {best['best_lane']}, fast rank {fr if fr else 'n/a'})"
+
+
 def agreement_tables(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The frontier, the sample's estimates and (exhaustive) the whole sweep as tables with one
     column per fill model: dicts with ``title``, ``header``, ``rows`` (text cells) and ``note``
@@ -183,12 +193,6 @@ def agreement_tables(summary: dict[str, Any]) -> list[dict[str, Any]]:
         where = f"{best['exact_rank']} of {best['exact_ranked']}" if best.get("exact_rank") else "exact-infeasible"
         return f"{where} (lane {best['lane']})"
 
-    def regret(best: dict) -> str:
-        if best.get("best_lane") is None or not math.isfinite(float(best.get("regret") or math.nan)):
-            return "n/a"
-        fr = best.get("best_fast_rank")
-        return f"{_fmt(best['regret'], 3)} (lane {best['best_lane']}, fast rank {fr if fr else 'n/a'})"
-
     def est(d: dict, key: str) -> dict:
         return (d.get("sample_estimates") or {}).get(key) or {}
 
@@ -199,7 +203,7 @@ def agreement_tables(summary: dict[str, Any]) -> list[dict[str, Any]]:
     row(f"top-{k} overlap over the frontier",
         lambda d: f"{d['top_k_overlap']['common']}/{d['top_k_overlap']['k']}" if d["top_k_overlap"]["k"] else "n/a")
     row("exact rank of the fast #1", lambda d: rank_of(d["fast_best"]))
-    row(f"regret: best exact {metric} found - fast #1's", lambda d: regret(d["fast_best"]))
+    row(f"regret: best exact {metric} found - fast #1's", lambda d: regret_cell(d["fast_best"]))
     row(f"Spearman {metric}, random sample [95 % bootstrap]",
         lambda d: _interval(est(d, "spearman").get("rho"), est(d, "spearman").get("lo"), est(d, "spearman").get("hi"),
                             f3))
@@ -665,7 +669,7 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
     from ..kernels.scan import run_lanes
     from . import report as figures
     from .config import parse_experiment
-    from .exact import part_window, replay_config
+    from .exact import part_window, replay_config, with_instrument
     from .run import METRIC_COLUMNS, experiment_hash, prepare
     from .runfolder import check_same_inputs, fingerprint_inputs, make_folder, read_json, remove_partials
 
@@ -712,8 +716,10 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
             for k in prep.lanes if k in results.columns):
         raise InputError("the lanes this version of mmsweep builds differ from the run's; rerun the sweep",
                          source=str(results_path))
-    config = replay_config(exp, **({"processes": processes or max(1, os.cpu_count() or 1)}
-                                   if processes is not None else {}))
+    # accounted as the instrument is (inverse: in the coin), so that verify.json records the
+    # configuration the replay actually runs with
+    config = with_instrument(replay_config(exp, **({"processes": processes or max(1, os.cpu_count() or 1)}
+                                                   if processes is not None else {})), prep.quoted.instrument)
 
     # An exhaustive replay too long for the limit is refused before anything is replayed.
     estimate = None
@@ -782,7 +788,8 @@ def _verify_locked(run_dir: Path, top_k, sample, seed, part: str, log, processes
         same = (stored_m == fast[m]) | (np.isnan(stored_m) & np.isnan(fast[m]))
         close = same | np.isclose(fast[m], stored_m, rtol=rtol, atol=rtol * 1e-3)
         bad |= ~close
-        diff = np.abs(fast[m] - stored_m)[~same] / np.maximum(np.abs(stored_m[~same]), 1e-12)
+        with np.errstate(invalid="ignore"):  # inf - inf where one side is inf: counted as different
+            diff = np.abs(fast[m] - stored_m)[~same] / np.maximum(np.abs(stored_m[~same]), 1e-12)
         if diff.size:
             worst = max(worst, float(np.nanmax(diff)) if np.isfinite(diff).any() else math.inf)
     if bad.any():

@@ -153,3 +153,11 @@ def test_rounding_noise_is_not_ranked() -> None:
     assert ag.overlap(ag.ranks(fast, ok, True), ag.ranks(exact, ok, True), np.arange(5), 2)["common"] == 2
     # a real difference is still one
     assert ag.spearman(fast, np.array([1.0, 2.0 + 1e-6, 2.0, 2.0, 3.0]))["rho"] < 1.0
+
+
+def test_a_zero_regret_is_printed_not_missing() -> None:
+    from mmsweep.sweep.verify import regret_cell
+
+    assert regret_cell({"regret": 0.0, "best_lane": 7, "best_fast_rank": 1}) == "0.000 (lane 7, fast rank 1)"
+    assert regret_cell({"regret": float("nan"), "best_lane": None}) == "n/a"
+    assert regret_cell({"regret": 2.5, "best_lane": 3, "best_fast_rank": 40}).startswith("2.500 (lane 3")

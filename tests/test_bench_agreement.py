@@ -64,6 +64,9 @@ def test_tiny_run_of_three_fill_models(tmp_path) -> None:
     spec["data"]["synthetic"]["hours"] = 0.02
     spec["sweep"] = {"half_spread": {"list": [1.0, 3.0]}, "skew": {"list": [0.1, 0.5]}, "grid_interval": {"list": [1.0]}}
     spec["constraints"] = {"min_trades": 1}
+    # the JAX backend: it compiles the three fill models' kernels in seconds where numba takes
+    # minutes (the numba queue kernel is tested in tests/test_queue.py)
+    spec.setdefault("run", {})["backend"] = "jax"
     spec["split"] = {"train_fraction": 1.0}
     spec["verify"] = {"top_k": 2, "sample": 1, "seed": 0, "queue": "power", "queue_n": 2}
     path = tmp_path / "tiny.yaml"

@@ -150,3 +150,25 @@ def test_notional_sizing_on_an_inverse_instrument_is_warned(shared_data, monkeyp
         warnings.simplefilter("always")
         prepare(parse_experiment(raw), log=lambda *_: None)
     assert any("inverse" in str(w.message) and "order_notional" in str(w.message) for w in caught)
+
+
+def test_verify_of_a_coinm_run_replays_and_records_in_the_coin(shared_data, monkeypatch, tmp_path) -> None:
+    """`mmsweep verify` on a COIN-M run: the exact side is in ETH, and verify.json records the
+    inverse accounting the replay ran with (not the linear default of the verify section)."""
+    import json
+
+    from mmsweep.sweep.config import parse_experiment
+    from mmsweep.sweep.run import run_experiment
+    from mmsweep.sweep.verify import verify_run
+
+    monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path / "cache"))
+    spec = _cm_experiment(shared_data, order_qty={"list": [3]})
+    spec["verify"] = {"top_k": 1, "sample": 1, "seed": 0, "processes": 1}
+    run_dir = run_experiment(parse_experiment(spec), out_root=tmp_path / "runs", log=lambda m: None)
+    summary = verify_run(run_dir, top_k=1, sample=1, log=lambda m: None)
+    stored = json.loads((run_dir / "verify.json").read_text())
+    config = stored["engine"]["config"]
+    assert config["inverse"] is True and config["contract_size"] == 10.0
+    assert summary["engine"]["config"]["inverse"] is True
+    exact_pnl = np.asarray(__import__("polars").read_parquet(run_dir / "verify.parquet")["exact_PnL"])
+    assert np.isfinite(exact_pnl).all() and np.abs(exact_pnl).max() < 0.1  # ETH-sized, not USD-sized

@@ -52,23 +52,24 @@ def test_run_folder_and_ranking(tmp_path, monkeypatch) -> None:
 def test_killed_sweep_resumes_to_identical_results(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MMSWEEP_CACHE", str(tmp_path / "cache"))  # the same frames in every process
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    path = small_experiment(tmp_path, "killed", chunk_lanes=8)
-    reference = small_experiment(tmp_path, "reference", chunk_lanes=8)
+    # one lane per chunk: 64 chunks, so that the kill lands mid-run however fast a chunk is
+    path = small_experiment(tmp_path, "killed", chunk_lanes=1)
+    reference = small_experiment(tmp_path, "reference", chunk_lanes=1)
     chunks = tmp_path / "runs" / "killed" / "chunks"
     proc = subprocess.Popen([sys.executable, "-m", "mmsweep.sweep.cli", "run", str(path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(chunks.glob("chunk_*.parquet"))) < 2:
-        time.sleep(0.05)
+        time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup code runs
     proc.wait()
     finished = len(list(chunks.glob("chunk_*.parquet")))
-    assert 2 <= finished < 8, f"kill landed after {finished} chunks"
+    assert 2 <= finished < 64, f"kill landed after {finished} chunks"
     assert not (tmp_path / "runs" / "killed" / "results.parquet").exists()
     log = []
     resumed = run_experiment(load_experiment(path), resume=True, log=log.append)
     assert any(f"{finished} chunk(s) already done" in line for line in log)
-    assert sum("chunk " in line and "lanes/s" in line for line in log) == 8 - finished  # nothing repeated
+    assert sum("chunk " in line and "lanes/s" in line for line in log) == 64 - finished  # nothing repeated
     full = run_experiment(load_experiment(reference), log=lambda m: None)
     a = pl.read_parquet(resumed / "results.parquet").drop("lane").sort("half_spread", "skew", "grid_interval")
     b = pl.read_parquet(full / "results.parquet").drop("lane").sort("half_spread", "skew", "grid_interval")

@@ -44,6 +44,20 @@ def rows_for(frames, config, n):
     return {k: v[:n] for k, v in rebase_frames(frames, config.market.base_tick, jnp.float64).items()}
 
 
+def central_differences(params, name, rows, config, spec, kw):
+    """Central differences of the smooth objective in ``name`` at two step sizes, and where they
+    agree (the lanes where the objective is smooth at that scale, away from a kink)."""
+    differences = []
+    for h in (1e-5, 5e-6):
+        step = h * max(1.0, float(np.abs(params[name]).mean()))
+        up, down = dict(params), dict(params)
+        up[name], down[name] = params[name] + step, params[name] - step
+        f_up, _ = smooth_metrics(up, rows, config, spec, **kw)
+        f_down, _ = smooth_metrics(down, rows, config, spec, **kw)
+        differences.append((np.asarray(f_up) - np.asarray(f_down)) / (2 * step))
+    return differences, np.isclose(differences[0], differences[1], rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["grid", "fair_value", "avellaneda_stoikov"])
 def test_zero_temperature_is_the_hard_kernel(frames, policy):
     params = tb.lanes(policy, 8, 0)
@@ -75,15 +89,7 @@ def test_gradients_match_finite_differences(frames, policy, tuned, temperature):
     checked = 0
     for name in tuned:
         np.testing.assert_allclose(np.asarray(reverse[name]), np.asarray(forward[name]), rtol=1e-9, atol=1e-12)
-        differences = []
-        for h in (1e-5, 5e-6):
-            step = h * max(1.0, float(np.abs(params[name]).mean()))
-            up, down = dict(params), dict(params)
-            up[name], down[name] = params[name] + step, params[name] - step
-            f_up, _ = smooth_metrics(up, rows, config, spec, **kw)
-            f_down, _ = smooth_metrics(down, rows, config, spec, **kw)
-            differences.append((np.asarray(f_up) - np.asarray(f_down)) / (2 * step))
-        smooth_here = np.isclose(differences[0], differences[1], rtol=1e-3, atol=1e-6)
+        differences, smooth_here = central_differences(params, name, rows, config, spec, kw)
         assert smooth_here.sum() >= 4, (name, smooth_here)
         np.testing.assert_allclose(np.asarray(forward[name])[smooth_here], differences[1][smooth_here], rtol=1e-3,
                                    atol=1e-6, err_msg=name)
@@ -197,15 +203,7 @@ def test_queue_gradients_match_finite_differences(queue_frames):
     _v, forward, _o = objective_and_grad(params, tuned, rows, config, spec, **kw)
     checked = 0
     for name in tuned:
-        differences = []
-        for h in (1e-5, 5e-6):
-            step = h * max(1.0, float(np.abs(params[name]).mean()))
-            up, down = dict(params), dict(params)
-            up[name], down[name] = params[name] + step, params[name] - step
-            f_up, _ = smooth_metrics(up, rows, config, spec, **kw)
-            f_down, _ = smooth_metrics(down, rows, config, spec, **kw)
-            differences.append((np.asarray(f_up) - np.asarray(f_down)) / (2 * step))
-        smooth_here = np.isclose(differences[0], differences[1], rtol=1e-3, atol=1e-6)
+        differences, smooth_here = central_differences(params, name, rows, config, spec, kw)
         assert smooth_here.sum() >= 5, (name, smooth_here)
         assert np.abs(differences[1][smooth_here]).max() > 1e-2, name  # the objective moves with it
         np.testing.assert_allclose(np.asarray(forward[name])[smooth_here], differences[1][smooth_here], rtol=1e-3,
