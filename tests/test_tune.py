@@ -49,6 +49,17 @@ def write(tmp_path: Path, spec: dict, name: str = "exp.yaml") -> Path:
     return path
 
 
+def tune_from_cli(root: Path, spec: dict, name: str):
+    """``mmsweep tune`` of ``spec`` (written to ``root/name``) run in ``root`` with a frames cache
+    of its own; yields the CLI's output once, the environment held until the generator resumes."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMSWEEP_CACHE", str(root / "cache"))
+        mp.chdir(root)
+        result = CliRunner().invoke(main, ["tune", str(write(root, spec, name))])
+        assert result.exit_code == 0, result.output
+        yield result.output
+
+
 def with_tune(**tune) -> dict:
     spec = yaml.safe_load(yaml.safe_dump(SMALL))
     spec["tune"] = tune
@@ -135,13 +146,8 @@ def test_transforms_are_inverse_and_their_derivatives_right() -> None:
 def tuned(tmp_path_factory):
     """``mmsweep tune small.yaml`` (the sweep runs first) in a fresh folder and frames cache."""
     root = tmp_path_factory.mktemp("tune")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MMSWEEP_CACHE", str(root / "cache"))
-        mp.chdir(root)
-        path = write(root, SMALL, "small.yaml")
-        result = CliRunner().invoke(main, ["tune", str(path)])
-        assert result.exit_code == 0, result.output
-        yield root, root / "runs" / "small", result.output
+    for output in tune_from_cli(root, SMALL, "small.yaml"):
+        yield root, root / "runs" / "small", output
 
 
 def test_tune_from_the_cli_improves_on_its_starts(tuned) -> None:

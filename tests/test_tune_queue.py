@@ -11,10 +11,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from mmsweep.sweep.cli import main
+from test_tune import tune_from_cli
 
 #: a small grid experiment on ~2 minutes of the synthetic market (seeded), 6 lanes, queue fills
 QUEUE = {
@@ -43,14 +41,8 @@ QUEUE = {
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune_queue")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MMSWEEP_CACHE", str(root / "cache"))
-        mp.chdir(root)
-        path = root / "queue.yaml"
-        path.write_text(yaml.safe_dump(QUEUE, sort_keys=False))
-        result = CliRunner().invoke(main, ["tune", str(path)])
-        assert result.exit_code == 0, result.output
-        yield root / "runs" / "small_queue", result.output
+    for output in tune_from_cli(root, QUEUE, "queue.yaml"):
+        yield root / "runs" / "small_queue", output
 
 
 def test_tune_on_a_queue_experiment_writes_finite_hard_scores(tuned) -> None:
