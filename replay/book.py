@@ -24,9 +24,29 @@ REPAIRS = 2
 
 
 def price_to_ticks(price: np.ndarray, tick_size: float) -> np.ndarray:
-    """Nearest integer tick (halves away from zero, as hftbacktest's ``tick()``)."""
-    scaled = np.asarray(price, dtype=np.float64) / tick_size
-    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+    """Nearest integer tick (halves away from zero, as hftbacktest's ``tick()``) of finite prices."""
+    price = np.asarray(price, dtype=np.float64)
+    if price.ndim != 1:
+        scaled = price / tick_size
+        return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+    return _price_to_ticks(price, float(tick_size))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def tick_of(price, tick_size):
+    """:func:`price_to_ticks` of one finite price: the same float operations, so the same tick."""
+    scaled = price / tick_size
+    rounded = np.floor(abs(scaled) + 0.5)
+    return np.int64(rounded) if scaled >= 0.0 else -np.int64(rounded)
+
+
+@numba.njit(cache=True, nogil=True)
+def _price_to_ticks(price, tick_size):
+    # one pass (numpy's version makes four temporaries of the column: a third of a frames build)
+    out = np.empty(price.shape[0], np.int64)
+    for i in range(price.shape[0]):
+        out[i] = tick_of(price[i], tick_size)
+    return out
 
 
 @numba.njit(cache=True)

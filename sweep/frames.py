@@ -47,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .data.book import NO_ASK, NO_BID, price_to_ticks, replay_book
+from .data.book import NO_ASK, NO_BID, book_change_times, has_depth, price_to_ticks, replay_book
 from .data.events import BBO, CLEAR, DEPTH, SNAPSHOT, TRADE, Events, Instrument
 from .data.screen import STALE_AFTER_NS
 from .errors import InputError
@@ -434,7 +434,7 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
 
     # Local view once over every event time, to find when the book is first two-sided.
     probe = replay_book(table, inst.tick_size, inst.lot_size, clock="local", n_levels=1, source=quoted.source)
-    local_sorted = table["local_ts"][probe.order]
+    local_sorted = probe.take(table["local_ts"])
     two_sided = (probe.best_bid != NO_BID) & (probe.best_ask != NO_ASK)
     if not np.any(two_sided):
         raise InputError("the book is never two-sided (no bid or no ask at any time)", source=quoted.source)
@@ -458,7 +458,7 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
 
     # Exchange clock: best prices after every event, and trades.
     exch = replay_book(table, inst.tick_size, inst.lot_size, clock="exch", source=quoted.source)
-    ev_ts = table["exch_ts"][exch.order]
+    ev_ts = exch.take(table["exch_ts"])
     # Only the book after a whole message counts: rows sharing a timestamp are one atomic
     # update, and the states between its rows (bids are listed before asks) are not real.
     settled = np.append(ev_ts[1:] != ev_ts[:-1], True)
@@ -547,9 +547,8 @@ def _build(quoted: Events, spec: FrameSpec, signals: dict[str, Events]) -> Frame
 def _book_rows(events: Events) -> np.ndarray:
     """Local times (sorted) of the rows that change the book the frames see: depth, snapshot
     and clear rows, or the quotes of a quotes-only source."""
-    kind = events.table["kind"]
-    book = (kind == DEPTH) | (kind == SNAPSHOT) | (kind == CLEAR) if events.has_depth else (kind == BBO) | (kind == CLEAR)
-    return np.sort(events.table["local_ts"][book])
+    kinds = events.table["kind"]
+    return book_change_times(kinds, events.table["local_ts"], has_depth(kinds))
 
 
 def _book_age(events: Events, at: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.book import NO_ASK, NO_BID, replay_book
+from .data.book import NO_ASK, NO_BID, cut_candidates, has_depth, replay_book
 from .data.events import BBO, CLEAR, DEPTH, EVENT_DTYPE, SNAPSHOT, Events, Instrument
 from .errors import InputError
 from .frames import ROW_COLUMNS, FrameSpec, Frames, _build, default_cache_dir
@@ -280,7 +280,7 @@ class _Buffer:
             return True
         if self.instrument is None:
             self.instrument, self.source, self.meta = events.instrument, events.source, dict(events.meta)
-        depth = bool(np.any((t["kind"] == DEPTH) | (t["kind"] == SNAPSHOT)))
+        depth = has_depth(t["kind"])
         if self.has_depth is None:
             self.has_depth = depth
         elif depth and not self.has_depth and len(self.table) == 0:
@@ -304,11 +304,6 @@ class _Buffer:
     def events(self) -> Events:
         return Events(self.table, self.instrument, self.source, self.meta)
 
-    def _book_rows(self, kinds: np.ndarray) -> np.ndarray:
-        if self.has_depth:
-            return (kinds == DEPTH) | (kinds == SNAPSHOT) | (kinds == CLEAR)
-        return (kinds == BBO) | (kinds == CLEAR)
-
     def trim(self, before_ns: int) -> None:
         """Replace the events up to a cut at or before ``before_ns`` (local clock) by the book there
         (module docstring); keeps everything when no valid cut exists."""
@@ -320,16 +315,9 @@ class _Buffer:
         hi = int(np.searchsorted(local, before_ns, side="right"))  # rows [:k] with k <= hi end at or before
         if hi < 2:
             return
-        k = np.arange(1, min(hi, n - 1) + 1)  # cut between rows k-1 and k
-        ok = local[k] > local[k - 1]
-        ok &= self._book_rows(t["kind"])[k - 1]
-        if self.quoted:
-            prefmax = np.maximum.accumulate(exch)
-            sufmin = np.minimum.accumulate(exch[::-1])[::-1]
-            ok &= prefmax[k - 1] < sufmin[k]
-        candidates = k[ok][::-1]
+        candidates = cut_candidates(local, exch, t["kind"], hi, bool(self.has_depth), self.quoted, 64)
         inst = self.instrument
-        for cut in candidates[:64]:
+        for cut in candidates:
             cut = int(cut)
             head = t[:cut]
             state = _book_state(head, inst, "local", int(local[cut - 1]), self.has_depth)

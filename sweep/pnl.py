@@ -75,7 +75,7 @@ def _exchange_top(events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     inst = events.instrument
     book = replay_book(events.table, inst.tick_size, inst.lot_size, clock="exch", n_levels=1,
                        source=events.source)
-    ts = events.table["exch_ts"][book.order].astype(np.int64)
+    ts = book.take(events.table["exch_ts"]).astype(np.int64)
     last = np.append(ts[1:] != ts[:-1], True)
     return ts[last], book.best_bid[last], book.best_ask[last]
 

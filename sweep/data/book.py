@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from ..errors import InputError
-from ...replay.book import BEST_ASK, BEST_BID, REPAIRS, clear_side, new_best, price_to_ticks, set_level  # noqa: F401
+from ...replay.book import BEST_ASK, BEST_BID, REPAIRS, clear_side, new_best, price_to_ticks, set_level, tick_of  # noqa: F401
 from .events import BBO, CLEAR, DEPTH, SNAPSHOT
 
 NO_BID = np.iinfo(np.int64).min // 4
@@ -37,7 +37,8 @@ class BookReplay:
     """Result of :func:`replay_book`.
 
     Attributes:
-        order: indices into the input table, in the order the events were applied.
+        order: indices into the input table, in the order the events were applied (built on
+            first use when that is the table's own order; :meth:`take` avoids it).
         best_bid, best_ask: best ticks after each applied event (aligned with ``order``).
         sample_ts: the sample times (ns) on the chosen clock.
         bid_ticks, bid_qty, ask_ticks, ask_qty: ``[samples, levels]`` book tops after every event
@@ -46,7 +47,7 @@ class BookReplay:
         crossed_repairs: how many times a crossing update deleted stale opposite levels.
     """
 
-    order: np.ndarray
+    sort_order: np.ndarray | None  # None: the table's own order
     best_bid: np.ndarray
     best_ask: np.ndarray
     sample_ts: np.ndarray
@@ -55,6 +56,15 @@ class BookReplay:
     ask_ticks: np.ndarray
     ask_qty: np.ndarray
     crossed_repairs: int
+    n_events: int
+
+    @property
+    def order(self) -> np.ndarray:
+        return np.arange(self.n_events) if self.sort_order is None else self.sort_order
+
+    def take(self, column: np.ndarray) -> np.ndarray:
+        """``column`` (of the input table) in the order the events were applied."""
+        return column if self.sort_order is None else column[self.sort_order]
 
 
 @numba.njit(cache=True, nogil=True)  # nogil: a synthetic piece can be generated meanwhile
@@ -111,6 +121,110 @@ def _replay(kinds, sides, ticks, qtys, ts, base_tick, n_ticks, half_lot, use_bbo
     return out_bid, out_ask, s_bid_t, s_bid_q, s_ask_t, s_ask_q, best[REPAIRS]
 
 
+@numba.njit(cache=True, nogil=True)
+def _is_sorted(ts):
+    for i in range(1, ts.shape[0]):
+        if ts[i] < ts[i - 1]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def has_depth(kinds):
+    """True if any row is a DEPTH or SNAPSHOT row."""
+    for i in range(kinds.shape[0]):
+        if kinds[i] == DEPTH or kinds[i] == SNAPSHOT:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _book_ticks(kinds, prices, tick_size, use_bbo):
+    """Ticks of the rows that carry one (book rows and CLEAR up to a finite price; NO_BID for
+    the others), and the lowest and highest tick of the book rows (``hi < lo``: none)."""
+    n = kinds.shape[0]
+    ticks = np.empty(n, np.int64)
+    lo = NO_ASK
+    hi = NO_BID
+    for i in range(n):
+        kind = kinds[i]
+        book = kind == DEPTH or kind == SNAPSHOT or (kind == BBO and use_bbo)
+        p = prices[i]
+        if (book or kind == CLEAR) and np.isfinite(p):
+            t = tick_of(p, tick_size)
+            ticks[i] = t
+            if book:
+                lo = min(lo, t)
+                hi = max(hi, t)
+        else:
+            ticks[i] = NO_BID
+            if book:  # unvalidated input: the span check refuses the book
+                lo = NO_BID
+                hi = NO_ASK
+    return ticks, lo, hi
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _changes_book(kind, has_depth):
+    # the rows that change the book: depth, snapshot and clear rows, or the quotes of a
+    # quotes-only source
+    if has_depth:
+        return kind == DEPTH or kind == SNAPSHOT or kind == CLEAR
+    return kind == BBO or kind == CLEAR
+
+
+@numba.njit(cache=True, nogil=True)
+def book_change_times(kinds, ts, has_depth):
+    """Times (sorted) of the rows that change the book: DEPTH, SNAPSHOT and CLEAR rows, or BBO
+    and CLEAR rows for a quotes-only source (``has_depth`` False)."""
+    out = np.empty(kinds.shape[0], np.int64)
+    n = 0
+    ordered = True
+    for i in range(kinds.shape[0]):
+        if _changes_book(kinds[i], has_depth):
+            out[n] = ts[i]
+            if n and out[n] < out[n - 1]:
+                ordered = False
+            n += 1
+    out = out[:n].copy()
+    if not ordered:
+        out.sort()
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def cut_candidates(local_ts, exch_ts, kinds, hi, has_depth, exch_too, limit):
+    """Up to ``limit`` places ``k`` (latest first, ``1 <= k <= min(hi, n - 1)``) where an event
+    table can be cut between rows ``k - 1`` and ``k``: the local time steps there, row ``k - 1``
+    changes the book, and (``exch_too``) every row before the cut is also before every row after
+    it on the exchange clock."""
+    n = local_ts.shape[0]
+    k_max = min(hi, n - 1)
+    out = np.empty(max(0, min(limit, k_max)), np.int64)
+    if k_max < 1:
+        return out[:0]
+    before_max = np.empty(k_max, np.int64)  # max(exch_ts[:k]) at k - 1
+    running = exch_ts[0]
+    for i in range(k_max):
+        running = max(running, exch_ts[i])
+        before_max[i] = running
+    after_min = exch_ts[n - 1]
+    for k in range(n - 1, k_max, -1):
+        after_min = min(after_min, exch_ts[k])
+    found = 0
+    for k in range(k_max, 0, -1):
+        after_min = min(after_min, exch_ts[k])
+        if found >= limit:
+            break
+        if local_ts[k] <= local_ts[k - 1] or not _changes_book(kinds[k - 1], has_depth):
+            continue
+        if exch_too and before_max[k - 1] >= after_min:
+            continue
+        out[found] = k
+        found += 1
+    return out[:found]
+
+
 def replay_book(
     table: np.ndarray,
     tick_size: float,
@@ -134,43 +248,32 @@ def replay_book(
     """
     if clock not in ("local", "exch"):
         raise ValueError(f"clock must be 'local' or 'exch', got {clock!r}")
-    ts_all = table["local_ts" if clock == "local" else "exch_ts"]
+    ts_name = "local_ts" if clock == "local" else "exch_ts"
     # Tables are usually sorted on the clock already (local_ts always; exch_ts for in-order
-    # feeds): then the stable sort is the identity and no column needs gathering.
-    in_order = len(ts_all) < 2 or bool(np.all(ts_all[1:] >= ts_all[:-1]))
-    order = np.arange(len(ts_all)) if in_order else np.argsort(ts_all, kind="stable")
-
-    def col(name: str) -> np.ndarray:
-        return table[name] if in_order else table[name][order]
-
-    kinds = col("kind")
+    # feeds): then the stable sort is the identity and nothing is gathered.  The columns go to
+    # numba as strided views of the table, without copies.
+    order = None
+    if not _is_sorted(table[ts_name]):
+        order = np.argsort(table[ts_name], kind="stable")
+        table = table[order]
+    kinds, prices = table["kind"], table["price"]
     if use_bbo is None:
-        use_bbo = not bool(np.any((kinds == DEPTH) | (kinds == SNAPSHOT)))
-    book_kinds = (kinds == DEPTH) | (kinds == SNAPSHOT) | ((kinds == BBO) & use_bbo)
-    prices = col("price")
-    # ticks matter only for book rows and CLEAR rows (a finite "clear up to" price)
-    priced = (book_kinds | (kinds == CLEAR)) & np.isfinite(prices)
-    ticks = np.full(len(kinds), NO_BID, np.int64)
-    ticks[priced] = price_to_ticks(prices[priced], tick_size)
-    book_ticks = ticks[book_kinds]
-    if len(book_ticks):
-        base_tick = int(book_ticks.min())
-        n_ticks = int(book_ticks.max()) - base_tick + 1
+        use_bbo = not has_depth(kinds)
+    ticks, lo, hi = _book_ticks(kinds, prices, float(tick_size), bool(use_bbo))
+    if hi >= lo:
+        base_tick, n_ticks = int(lo), int(hi - lo + 1)
     else:
         base_tick, n_ticks = 0, 1
     if n_ticks > MAX_BOOK_TICKS:
         raise InputError(
-            f"book spans {n_ticks:,} ticks (prices {book_ticks.min() * tick_size} .. {book_ticks.max() * tick_size}); "
+            f"book spans {n_ticks:,} ticks (prices {lo * tick_size} .. {hi * tick_size}); "
             "tick_size too small or stray prices in the data",
             source=source,
         )
     samples = np.asarray(sample_ts if sample_ts is not None else np.empty(0, np.int64), dtype=np.int64)
     if len(samples) > 1 and np.any(np.diff(samples) < 0):
         raise ValueError("sample_ts must be sorted")
-    out = _replay(
-        kinds.astype(np.int64), col("side").astype(np.int64), ticks, col("qty").astype(np.float64),
-        (ts_all if in_order else ts_all[order]).astype(np.int64), base_tick, n_ticks, 0.5 * lot_size, bool(use_bbo),
-        samples, int(n_levels),
-    )
+    out = _replay(kinds, table["side"], ticks, table["qty"], table[ts_name], base_tick, n_ticks, 0.5 * lot_size,
+                  bool(use_bbo), samples, int(n_levels))
     best_bid, best_ask, bid_t, bid_q, ask_t, ask_q, repairs = out
-    return BookReplay(order, best_bid, best_ask, samples, bid_t, bid_q, ask_t, ask_q, int(repairs))
+    return BookReplay(order, best_bid, best_ask, samples, bid_t, bid_q, ask_t, ask_q, int(repairs), len(ticks))

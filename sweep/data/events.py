@@ -21,6 +21,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..errors import InputError
@@ -145,24 +146,40 @@ def validate_events(table: np.ndarray, source: str = "", *, check_sorted: bool =
     if len(table) == 0:
         raise InputError("no events", source=source)
 
-    def first_bad(mask: np.ndarray, what: str) -> None:
-        if np.any(mask):
-            row = int(np.argmax(mask))
-            raise InputError(f"{what}: {table[row]}", source=source, row=row)
+    checks = _first_invalid_rows(table["kind"], table["side"], table["price"], table["qty"], table["local_ts"],
+                                 table["exch_ts"], bool(check_sorted))
+    for what, row in zip(_CHECKS, checks):
+        if row >= 0:  # the checks in their order; each names its first offending row
+            raise InputError(f"{what}: {table[int(row)]}", source=source, row=int(row))
 
-    kinds = table["kind"]
-    first_bad(~np.isin(kinds, list(KIND_NAMES)), "unknown event kind")
-    first_bad(~np.isin(table["side"], (-1, 0, 1)), "side must be -1, 0 or +1")
-    price = table["price"]
-    priced = kinds != CLEAR
-    first_bad(priced & ~(np.isfinite(price) & (price > 0)), "price must be finite and positive")
-    qty = table["qty"]
-    first_bad(~np.isfinite(qty) | (qty < 0), "quantity must be finite and non-negative")
-    book_rows = (kinds == DEPTH) | (kinds == SNAPSHOT) | (kinds == BBO)
-    first_bad(book_rows & (table["side"] == 0), "book rows need a side (+1 bid, -1 ask)")
-    if check_sorted:
-        first_bad(np.diff(table["local_ts"]) < 0, "local_ts not sorted (row shown is the one before the drop)")
-    first_bad(table["local_ts"] < table["exch_ts"], "local_ts earlier than exch_ts (uncorrected clock offset?)")
+
+_CHECKS = ("unknown event kind", "side must be -1, 0 or +1", "price must be finite and positive",
+           "quantity must be finite and non-negative", "book rows need a side (+1 bid, -1 ask)",
+           "local_ts not sorted (row shown is the one before the drop)",
+           "local_ts earlier than exch_ts (uncorrected clock offset?)")
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_invalid_rows(kinds, sides, prices, qtys, local_ts, exch_ts, check_sorted):
+    # one pass over the columns (numpy's masks would make a dozen temporaries of the table)
+    first = np.full(len(_CHECKS), -1, np.int64)
+    for i in range(kinds.shape[0]):
+        kind = kinds[i]
+        bad = (
+            not (kind == DEPTH or kind == TRADE or kind == CLEAR or kind == SNAPSHOT or kind == BBO),
+            not (sides[i] == -1 or sides[i] == 0 or sides[i] == 1),
+            kind != CLEAR and not (np.isfinite(prices[i]) and prices[i] > 0.0),
+            not np.isfinite(qtys[i]) or qtys[i] < 0.0,
+            (kind == DEPTH or kind == SNAPSHOT or kind == BBO) and sides[i] == 0,
+            check_sorted and i + 1 < kinds.shape[0] and local_ts[i + 1] < local_ts[i],
+            local_ts[i] < exch_ts[i],
+        )
+        for c in range(len(bad)):
+            if bad[c] and first[c] < 0:
+                first[c] = i
+        if first[0] >= 0:  # the first check's row is what is reported
+            break
+    return first
 
 
 def infer_tick_size(prices: np.ndarray, max_decimals: int = 10) -> float:
