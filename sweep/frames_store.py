@@ -444,6 +444,7 @@ def build_store(sources: dict[str, Iterator[Events]], quoted: str, spec: FrameSp
         except InputError as exc:
             warnings.warn(f"frames store {final} unreadable ({exc}); rebuilding", stacklevel=2)
             shutil.rmtree(final, ignore_errors=True)
+    _remove_abandoned(root)
     work = root / f"{key}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -460,6 +461,28 @@ def build_store(sources: dict[str, Iterator[Events]], quoted: str, spec: FrameSp
     store.meta["cache_hit"] = False
     _report(store, spec.on_stale)
     return store
+
+
+def _remove_abandoned(root: Path, idle_s: float = 3600.0) -> None:
+    """Remove the half-built stores of killed builds (``<key>.partial-<pid>``: gigabytes for a
+    long horizon): their process is gone and nothing was written to them for ``idle_s`` (a
+    cache folder shared by several machines: a pid of another machine is never trusted alone)."""
+    for work in root.glob("*.partial-*"):
+        try:
+            pid = int(work.name.rsplit("-", 1)[1])
+            if pid == os.getpid() or time.time() - work.stat().st_mtime < idle_s:
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        except (ValueError, OSError):
+            continue
+        warnings.warn(f"removing {work}: the half-built frames store of a build that did not finish", stacklevel=3)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _store_root(cache_dir) -> Path:

@@ -1,26 +1,15 @@
 """Shared fixtures.  Real captures are read from ../shared/data (never copied here)."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _numba_cache_dir() -> str:
-    # numba's on-disk cache is keyed on each function's own file, but a cached function embeds
-    # the (inlined) code of functions from other files: after editing one module, callers in
-    # other modules would run stale code.  Key the cache on all of the package's sources.
-    digest = hashlib.sha256()
-    for path in sorted(REPO_ROOT.glob("*/**/*.py")):
-        if "tests" not in path.parts and "bench" not in path.parts:
-            digest.update(path.read_bytes())
-    return str(Path.home() / ".cache" / "mmsweep" / "numba" / digest.hexdigest()[:16])
-
-
-if not os.environ.get("NUMBA_CACHE_DIR"):
-    os.environ["NUMBA_CACHE_DIR"] = _numba_cache_dir()
+# numba's cache folder is keyed on a digest of the package's sources by ``import mmsweep``
+# (mmsweep/__init__.py), before any test module compiles anything
+import mmsweep  # noqa: E402,F401
 
 import pytest  # noqa: E402
 

@@ -222,3 +222,27 @@ def _check_device_chunks(prep) -> None:
             for k in a.columns:
                 assert a.columns[k].dtype == b.columns[k].dtype
                 np.testing.assert_array_equal(a.columns[k], b.columns[k], err_msg=k)
+
+
+def test_half_built_stores_of_killed_builds_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mmsweep.sweep.frames_store import _remove_abandoned
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - 2 * 3600
+    folders = {"killed": f"a.partial-{dead}", "killed_just_now": f"b.partial-{dead}",
+               "alive": f"c.partial-{os.getppid()}", "not_a_pid": "d.partial-x"}
+    for name in folders.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "chunk_00000.npz").write_bytes(b"x")
+    for key in ("killed", "alive", "not_a_pid"):
+        os.utime(tmp_path / folders[key], (old, old))
+    with pytest.warns(UserWarning, match="did not finish"):
+        _remove_abandoned(tmp_path)
+    assert not (tmp_path / folders["killed"]).exists()
+    assert all((tmp_path / folders[k]).exists() for k in ("killed_just_now", "alive", "not_a_pid"))
