@@ -48,7 +48,7 @@ import numba
 import numpy as np
 
 from .data.book import NO_ASK, NO_BID, book_change_times, has_depth, price_to_ticks, replay_book
-from .data.events import BBO, CLEAR, DEPTH, SNAPSHOT, TRADE, Events, Instrument
+from .data.events import TRADE, Events, Instrument
 from .data.screen import STALE_AFTER_NS
 from .errors import InputError
 from .features import FeatureSpec, compute_feature
