@@ -5,7 +5,10 @@ instrument given as several files (a list or a glob of days), or the synthetic m
 ``days`` (:mod:`mmsweep.sweep.data.synthetic_stream`).  Its frames are then built one piece at a
 time into an on-disk store (:mod:`mmsweep.sweep.frames_store`) and the sweep scans them in time
 chunks; the events themselves are only read again, whole, if the exact engine asks for them.
-Single files are read at once, as before.
+Single files and the synthetic market over ``hours`` are read at once.  Their frames are cached by
+the events' content; :func:`cached_frames` finds them again from the source's own key (the
+synthetic settings, or the files' bytes, with the readers' code), so a warm run neither generates
+nor parses the events until the exact engine asks for them.
 """
 from __future__ import annotations
 
@@ -160,8 +163,9 @@ def _fingerprint(seq) -> str:
 
 
 class LazyEvents:
-    """The quoted instrument's events of a streamed source, read (all pieces joined) only when the
-    exact engine needs the table; ``instrument``, ``source`` and ``meta`` come from the store."""
+    """The quoted instrument's events of a streamed source (or of cached frames), read (all pieces
+    joined) only when the exact engine needs the table; ``instrument``, ``source`` and ``meta``
+    come from the store (the cache)."""
 
     def __init__(self, data, instrument, source: str, meta: dict, events_total: int | None) -> None:
         self._data = data
@@ -209,3 +213,118 @@ def stream_frames(exp, *, log: Callable[[str], None] = print):
     total = (store.meta.get("events_read") or {}).get(data.quoted)
     quoted = LazyEvents(data, store.instrument, store.meta.get("source", ""), {"streamed": True}, total)
     return store, quoted
+
+
+def _source_key(data) -> str:
+    """A content key of a read-at-once source, computed without reading its events: the synthetic
+    settings or every file's bytes and settings, the instruments, the override and the readers'
+    code (numpy's version too: the synthetic market is drawn from its random generators)."""
+    import dataclasses
+
+    import numpy as np
+
+    from .codehash import READER_CODE, code_digest
+
+    override = getattr(data, "instrument", None)
+    h = hashlib.sha256(json.dumps({"reader": code_digest(READER_CODE), "numpy": np.__version__,
+                                   "quoted": data.quoted, "signals": sorted(data.signals), "override": override,
+                                   "synthetic": data.synthetic if data.files is None else None},
+                                  sort_keys=True, default=str).encode())
+    for name in sorted(data.files or {}):
+        f = data.files[name]
+        h.update(json.dumps({name: dataclasses.asdict(f)}, sort_keys=True, default=str).encode())
+        h.update(_fingerprint(file_sequence(name, f, name == data.quoted, override)).encode())
+    return h.hexdigest()
+
+
+def _alias_path(data, spec):
+    """Where the source key of ``data`` under ``spec`` points at its frames in the frames cache."""
+    from .codehash import code_digest
+    from .frames import FRAMES_VERSION, default_cache_dir
+
+    h = hashlib.sha256(json.dumps({"source": _source_key(data), "frames": FRAMES_VERSION, "code": code_digest(),
+                                   "spec": spec.describe()}, sort_keys=True, default=str).encode())
+    return default_cache_dir() / f"source-{h.hexdigest()[:32]}.json"
+
+
+def cached_frames(data, spec):
+    """``(frames, lazy quoted events, {signal: source name}, the readers' warnings)`` of a
+    read-at-once source whose frames were built before (by :func:`frames_at_once`), without
+    reading the events; None otherwise."""
+    import warnings
+
+    from .frames import _report_staleness, default_cache_dir, load_frames
+
+    try:
+        alias = _alias_path(data, spec)
+        if not alias.exists():
+            return None
+        facts = json.loads(alias.read_text())
+        frames = load_frames(default_cache_dir() / f"{facts['frames_key']}.npz")
+    except (OSError, ValueError, KeyError) as exc:  # gone or damaged: the events are read as without it
+        if not isinstance(exc, FileNotFoundError):
+            warnings.warn(f"frames cache: {exc}; reading the events", stacklevel=2)
+        return None
+    if frames.meta.get("cache_key") != facts["frames_key"]:
+        return None
+    frames.meta["cache_hit"] = True
+    _report_staleness(frames, spec.on_stale)
+    quoted = LazyEvents(data, frames.instrument, facts["quoted"]["source"], facts["quoted"]["meta"],
+                        facts["quoted"]["events"])
+    return frames, quoted, dict(facts["signals"]), list(facts["warnings"])
+
+
+def frames_at_once(data, spec, *, log: Callable[[str], None] = lambda _m: None):
+    """``(frames, quoted events, {signal instrument: source name})`` of a read-at-once source: the
+    cached frames when :func:`cached_frames` finds them (the events then lazy; the readers'
+    warnings of the cold run said again), else the events read and their frames built (and
+    cached) by :func:`mmsweep.sweep.frames.build_frames`."""
+    import time
+    import warnings
+
+    from .frames import build_frames
+
+    t0 = time.perf_counter()
+    found = cached_frames(data, spec)
+    if found is not None:
+        frames, quoted, sources, said = found
+        for message in said:
+            warnings.warn(f"{message} (said when the events were read; their frames are cached)", UserWarning,
+                          stacklevel=3)
+        log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events, not read: their frames are cached) "
+            f"+ {len(sources)} signal instrument(s)")
+        log(f"frames: {len(frames):,} rows (cache hit) [{time.perf_counter() - t0:.1f} s]")
+        return frames, quoted, sources
+    with warnings.catch_warnings(record=True) as said:  # the readers' repairs, said again on a warm run
+        warnings.simplefilter("always")
+        quoted, signals = load(data)
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events) + {len(signals)} signal instrument(s) "
+        f"[{time.perf_counter() - t0:.1f} s]")
+    t1 = time.perf_counter()
+    frames = build_frames(quoted, spec, signals=signals)
+    log(f"frames: {len(frames):,} rows ({'cache hit' if frames.meta['cache_hit'] else 'built'}) "
+        f"[{time.perf_counter() - t1:.1f} s]")
+    _remember_frames(data, spec, frames, quoted, signals,
+                     [str(w.message) for w in said if issubclass(w.category, UserWarning)])
+    return frames, quoted, {n: ev.source for n, ev in signals.items()}
+
+
+def _remember_frames(data, spec, frames, quoted, signals, said: list[str]) -> None:
+    """Note, beside the cached frames, which source they came from (see :func:`cached_frames`)."""
+    import os
+
+    key = frames.meta.get("cache_key")
+    if not key or not frames.meta.get("cache_path") and not frames.meta.get("cache_hit"):
+        return  # not in the cache (not writable): nothing to point at
+    facts = {"frames_key": key, "signals": {n: ev.source for n, ev in signals.items()}, "warnings": said,
+             "quoted": {"source": quoted.source, "events": len(quoted),
+                        "meta": json.loads(json.dumps(quoted.meta, default=str))}}
+    try:
+        alias = _alias_path(data, spec)
+        tmp = alias.with_name(f"{alias.name}.{os.getpid()}.partial")
+        tmp.write_text(json.dumps(facts, sort_keys=True))
+        tmp.replace(alias)
+    except OSError:
+        pass  # the shortcut only saves time

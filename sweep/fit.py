@@ -149,10 +149,9 @@ def apply_fit(exp, *, log: Callable[[str], None] = print):
     fit = getattr(exp, "fit", None)
     if fit is None or fit.fitted is not None:
         return exp
-    from .frames import build_frames
+    from .datasource import frames_at_once
 
-    quoted, signals = exp.data.load()
-    frames = build_frames(quoted, exp.frame_spec(), signals=signals)
+    frames = frames_at_once(exp.data, exp.frame_spec())[0]
     facts = fit_frames(frames, exp, fit)
     params = dict(exp.strategy.params)
     params.update(facts["values"])

@@ -125,7 +125,6 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     from ..kernels.policies.base import Market
     from ..kernels.metrics import make_metrics_config
     from ..kernels.scan import KernelConfig, rebase_frames
-    from .frames import build_frames
     from .grids import build_lanes
 
     t0 = time.perf_counter()
@@ -137,13 +136,10 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
         frames, quoted = stream_frames(exp, log=log)
         signals = {n: _Source(src) for n, src in frames.meta.get("signals", {}).items()}
     else:
-        quoted, signals = exp.data.load()
-        log(f"data: {quoted.source or 'synthetic'} ({len(quoted):,} events) + {len(signals)} signal instrument(s) "
-            f"[{time.perf_counter() - t0:.1f} s]")
-        t1 = time.perf_counter()
-        frames = build_frames(quoted, spec, signals=signals)
-        log(f"frames: {len(frames):,} rows ({'cache hit' if frames.meta['cache_hit'] else 'built'}) "
-            f"[{time.perf_counter() - t1:.1f} s]")
+        from .datasource import frames_at_once
+
+        frames, quoted, sources = frames_at_once(exp.data, spec, log=log)
+        signals = {n: _Source(src) for n, src in sources.items()}
     static = dict(exp.strategy.static) if getattr(exp.strategy, "static", None) else None
     missing = set(required_features(exp.strategy.policy, static)) - set(frames.feature_names)
     if missing:
