@@ -110,9 +110,9 @@ def findings(results, exp, manifest: dict[str, Any] | None = None) -> list[Findi
         ok = np.isfinite(a) & np.isfinite(b)
         rho = float("nan")
         if ok.sum() >= 3:
-            from scipy.stats import spearmanr
+            from .stats import spearman_rho
 
-            rho = float(spearmanr(a[ok], b[ok]).statistic)
+            rho = spearman_rho(a[ok], b[ok])
         if top.height and losers * 2 >= top.height:
             out.append(Finding("test_losers", f"{losers} of the top {top.height} train lanes lose money on the test "
                                f"part (Spearman of train vs test {metric} over feasible lanes: {rho:.2f}); the "

@@ -88,12 +88,12 @@ def expected_max_sharpe(sr_variance: float, n_trials: float) -> float:
     with ``g`` the Euler-Mascheroni constant and ``Z^-1`` the standard normal quantile.  Same
     units as the Sharpe ratios whose variance is given.
     """
-    from scipy.stats import norm
+    from scipy.special import ndtri  # the normal quantile (scipy.stats alone takes ~2 s to import)
 
     n = float(n_trials)
     if n < 2 or not sr_variance > 0:
         return 0.0
-    return math.sqrt(sr_variance) * ((1 - EULER_GAMMA) * norm.ppf(1 - 1 / n) + EULER_GAMMA * norm.ppf(1 - 1 / (n * math.e)))
+    return math.sqrt(sr_variance) * ((1 - EULER_GAMMA) * ndtri(1 - 1 / n) + EULER_GAMMA * ndtri(1 - 1 / (n * math.e)))
 
 
 def probabilistic_sharpe(sr: float, sr_benchmark: float, n_obs: int, skew: float = 0.0, kurtosis: float = 3.0) -> float:
@@ -101,14 +101,14 @@ def probabilistic_sharpe(sr: float, sr_benchmark: float, n_obs: int, skew: float
     the probability that the true Sharpe ratio exceeds ``sr_benchmark``, given ``sr`` estimated
     on ``n_obs`` returns of that skewness and (non-excess) kurtosis.  Sharpe ratios *per
     observation* (not annualised)."""
-    from scipy.stats import norm
+    from scipy.special import ndtr  # the normal CDF
 
     if n_obs < 2 or not math.isfinite(sr):
         return float("nan")
     denom = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     if not denom > 0:
         return float("nan")
-    return float(norm.cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
+    return float(ndtr((sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
 
 
 def deflated_sharpe(sr: float, trial_srs: np.ndarray, n_obs: int, *, n_trials: float | None = None,
@@ -150,3 +150,30 @@ def moments(returns: np.ndarray) -> tuple[float, float]:
         return 0.0, 3.0
     z = (x - x.mean()) / x.std()
     return float(np.mean(z ** 3)), float(np.mean(z ** 4))
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, ties sharing the mean of their ranks (as in Spearman's rho)."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new = np.r_[True, xs[1:] != xs[:-1]] if len(xs) else np.zeros(0, bool)
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(xs)]
+    ranks = np.empty(len(xs), np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def spearman_rho(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long samples (NaN when either is constant or
+    fewer than 2 values); NaNs must be dropped by the caller."""
+    if len(a) != len(b):
+        raise ValueError(f"samples of {len(a)} and {len(b)} values")
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / denom if denom > 0 else float("nan")

@@ -89,3 +89,30 @@ def test_moments() -> None:
     assert abs(skew) < 0.02 and kurt == pytest.approx(3.0, abs=0.05)
     skew, kurt = stats.moments(np.random.default_rng(5).exponential(size=200_000))
     assert skew == pytest.approx(2.0, abs=0.1) and kurt == pytest.approx(9.0, abs=0.5)
+
+
+def test_spearman_rho_equals_scipys_with_ties_and_is_nan_when_constant() -> None:
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 17, 500):
+        a = rng.integers(0, 5, n).astype(float)  # many ties
+        b = a + rng.normal(0, 2, n)
+        assert np.array_equal(stats.average_ranks(a), rankdata(a))
+        assert stats.spearman_rho(a, b) == pytest.approx(spearmanr(a, b).statistic, rel=1e-12, abs=1e-15)
+    assert stats.spearman_rho(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+    assert np.isnan(stats.spearman_rho(np.ones(4), np.arange(4.0)))
+    assert np.isnan(stats.spearman_rho(np.ones(1), np.ones(1)))
+    with pytest.raises(ValueError, match="3 and 2"):
+        stats.spearman_rho(np.ones(3), np.ones(2))
+
+
+def test_normal_quantile_and_cdf_match_scipy_stats() -> None:
+    """The deflated SR's normal quantile and CDF (scipy.special) are scipy.stats.norm's."""
+    from scipy.stats import norm
+
+    for n in (2, 10, 4096, 10**6):
+        expected = 0.3 * ((1 - stats.EULER_GAMMA) * norm.ppf(1 - 1 / n) + stats.EULER_GAMMA * norm.ppf(1 - 1 / (n * np.e)))
+        assert stats.expected_max_sharpe(0.09, n) == pytest.approx(expected, rel=1e-14)
+    assert stats.probabilistic_sharpe(0.1, 0.0, 101) == pytest.approx(norm.cdf(0.1 * 10 / np.sqrt(1 + 0.5 * 0.01)),
+                                                                      rel=1e-14)
