@@ -18,7 +18,9 @@ rows with and without an arrival run different loop bodies).
 
 The generated module is written to ``$MMSWEEP_CACHE/kernels`` (default
 ``~/.cache/mmsweep/kernels``) under a hash of its source and compiled with numba's on-disk
-cache, so a second run with the same strategy and instrument does not compile again.
+cache, so a second run with the same strategy and instrument does not compile again; the source
+itself is found again from the kernel's config (:func:`_source_key`), so it does not trace the
+lane functions again either.
 
 Results equal the JAX backend's: counts, positions and fills exactly; money within a few ulps
 (XLA:CPU fuses some multiply-adds into FMAs, numba rounds each operation; tests/test_backends.py
@@ -192,7 +194,9 @@ class _Translated(NamedTuple):
     what: str
 
 
-def _translate(config: KernelConfig, param_names: tuple[str, ...]) -> _Translated:
+def _layouts(config: KernelConfig):
+    """``(lane, int columns, qty columns, state layout, pending-decision layout)`` of the
+    generated kernel: what running it needs besides its source."""
     init, _body, lane = make_scan_step(config)
     state0 = init()
     state_layout = _Layout(state0.lanes, np.dtype(config.dtype))
@@ -201,7 +205,13 @@ def _translate(config: KernelConfig, param_names: tuple[str, ...]) -> _Translate
     win_b = window_columns(lane.fill_model, "b")
     qty_names = {f"{c}_{w}" for c in lane.fill_model.qty_columns for w in ("a", "b")}
     columns = list(ROW_COLUMNS) + sorted((set(win_a.values()) | set(win_b.values())) - set(ROW_COLUMNS) - qty_names)
-    qty_columns = sorted(qty_names)
+    return lane, columns, sorted(qty_names), state_layout, pend_layout
+
+
+def _translate(config: KernelConfig, param_names: tuple[str, ...]) -> _Translated:
+    lane, columns, qty_columns, state_layout, pend_layout = _layouts(config)
+    win_a = window_columns(lane.fill_model, "a")
+    win_b = window_columns(lane.fill_model, "b")
     row_spec, row_names, row_loads = _row_spec(config, columns, qty_columns)
     params_spec = {k: jax.ShapeDtypeStruct((), config.dtype) for k in param_names}
     params_names = {k: f"prm{i}" for i, k in enumerate(param_names)}
@@ -392,11 +402,49 @@ def _select(pred, a, b):
 
 @functools.lru_cache(maxsize=32)
 def _compiled(config: KernelConfig, param_names: tuple[str, ...], block: int = BLOCK):
-    """``block=0``: the scalar kernel (:func:`generate_scalar`)."""
-    source, columns, state_layout, pend_layout = (generate(config, param_names, block) if block > 0
-                                                  else generate_scalar(config, param_names))
+    """``block=0``: the scalar kernel (:func:`generate_scalar`).  The generated source is kept
+    under :func:`_source_key` and read back by later processes: tracing and translating the
+    lane functions costs about half a second per config."""
+    key = _source_key(config, param_names, block)
+    index = _cache_dir() / f"source_{key}.txt" if key else None
+    source = None
+    if index is not None and index.exists():
+        try:  # the index names the module file of the source (``lane_kernel_<digest>.py``)
+            source = (_cache_dir() / index.read_text().strip()).read_text()
+        except OSError:
+            source = None
+    if source is not None:
+        _lane, int_columns, qty_columns, state_layout, pend_layout = _layouts(config)
+        columns = (int_columns, qty_columns)
+    else:
+        source, columns, state_layout, pend_layout = (generate(config, param_names, block) if block > 0
+                                                      else generate_scalar(config, param_names))
     module = _load_module(source)
+    if index is not None and source is not None and not index.exists():
+        _write_atomic(index, Path(module.__file__).name)
     return module.kernel, columns, state_layout, pend_layout, source
+
+
+def _source_key(config: KernelConfig, param_names: tuple[str, ...], block: int) -> str | None:
+    """What the generated source depends on, hashed: every field of ``config`` (the policy by
+    name), the parameter names, the block, the codegen version, JAX's version (the jaxprs) and
+    a digest of all of mmsweep's sources (the lane functions, the policies, the translator).
+    None when ``config`` has no stable description (a repr with a memory address)."""
+    import re
+
+    import mmsweep
+
+    text = repr((config._replace(policy=_policy_name(config.policy)), param_names, block, CODEGEN_VERSION,
+                 jax.__version__, mmsweep._sources_digest()))
+    if re.search(r" at 0x[0-9a-fA-F]+", text):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _load_module(source: str):
@@ -407,9 +455,7 @@ def _load_module(source: str):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"lane_kernel_{digest}.py"
     if not path.exists():
-        tmp = path.with_name(path.name + f".{os.getpid()}.partial")
-        tmp.write_text(source)
-        os.replace(tmp, path)
+        _write_atomic(path, source)
     name = f"mmsweep_lane_kernel_{digest}"
     module = sys.modules.get(name)
     if module is None:

@@ -257,3 +257,37 @@ def test_numba_results_do_not_depend_on_threads_or_batch(frames):
     for key in one:
         np.testing.assert_array_equal(np.asarray(one[key]), np.asarray(two[key]), err_msg=key)
         np.testing.assert_array_equal(np.asarray(one[key])[70:75], np.asarray(part[key]), err_msg=key)
+
+
+def test_generated_source_is_read_back_without_tracing_and_runs_the_same(frames, monkeypatch):
+    """A later process reads the kernel's source from the cache instead of tracing the lane
+    functions again; the key moves with every config field, and is refused for a config whose
+    description holds a memory address."""
+    import functools
+
+    from mmsweep.kernels import numba_backend as nb
+
+    params = lanes("grid", 8)
+    config = config_for(frames, "grid", "cross", jnp.float64, **invariant_flags("grid", params))
+    names = tuple(sorted(params))
+    with enable_x64(True):
+        rows = {k: np.asarray(v) for k, v in rebase_frames(frames, config.market.base_tick, jnp.float64).items()}
+        first = run_lanes_numba(params, rows, config)
+        key = nb._source_key(config, names, nb.BLOCK)
+        index = nb._cache_dir() / f"source_{key}.txt"
+        assert index.exists()
+        generated = nb.generate(config, names)[0]
+        assert (nb._cache_dir() / index.read_text()).read_text() == generated  # not stale
+        nb._compiled.cache_clear()
+
+        def refuse(*_a, **_k):
+            raise AssertionError("traced again")
+
+        monkeypatch.setattr(nb, "_translate", refuse)
+        second = run_lanes_numba(params, rows, config)
+    for name in first:
+        assert np.array_equal(np.asarray(first[name]), np.asarray(second[name]), equal_nan=True), name
+    assert nb._source_key(config._replace(maker_fee=0.0), names, nb.BLOCK) != key
+    assert nb._source_key(config, names, 0) != key and nb._source_key(config, names[1:], nb.BLOCK) != key
+    odd = config._replace(policy=functools.partial(config.policy.func, static=object()))
+    assert nb._source_key(odd, names, nb.BLOCK) is None
