@@ -46,6 +46,15 @@ def _compact(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _cell_power(largest: float) -> int:
+    """The power of ten (a multiple of 3) that brings a panel's largest magnitude below 1 into
+    [1, 1000), so that cells read ``314`` rather than ``0.000314`` (a coin's PnL); 0 from 1 up
+    (:func:`_compact` writes thousands as k, millions as M)."""
+    if not (np.isfinite(largest) and 0 < largest < 1):
+        return 0
+    return int(np.floor(np.log10(largest) / 3.0)) * 3
+
+
 def envelope(x: np.ndarray, y: np.ndarray, buckets: int = 1500):
     """``(xb, lo, hi, last, mean)``: ``y`` reduced to ``buckets`` consecutive buckets (min, max,
     last and mean of each); the input itself when it is short enough."""
@@ -113,13 +122,15 @@ def heatmaps(path: str | os.PathLike, *, x_name: str, y_name: str, x_labels: np.
         im = ax.imshow(np.ma.masked_invalid(v), origin="lower", aspect="auto", cmap=cmap, norm=Normalize(-m, m),
                        interpolation="nearest")
         cb = fig.colorbar(im, ax=ax, shrink=0.9)
-        cb.set_label(metric_label)
-        if nx * ny <= 144:
+        annotate = nx * ny <= 144
+        power = _cell_power(m) if annotate else 0
+        cb.set_label(metric_label + (f"\ncell values x 1e{power}" if power else ""))
+        if annotate:
             for i in range(ny):
                 for j in range(nx):
                     if np.isfinite(v[i, j]):
                         dark = abs(v[i, j]) > 0.6 * m
-                        ax.text(j, i, _compact(v[i, j]), ha="center", va="center", fontsize=6.5,
+                        ax.text(j, i, _compact(v[i, j] / 10.0 ** power), ha="center", va="center", fontsize=6.5,
                                 color="white" if dark else "black")
         for (j, i, text, chosen) in panel.get("markers", []):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="gold" if chosen else "black",
@@ -179,7 +190,8 @@ def sensitivity(path: str | os.PathLike, panels: Sequence[dict], *, metric_label
     return _save(fig, path)
 
 
-def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, qty_unit: str, title: str) -> Path:
+def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, qty_unit: str, price_unit: str,
+                title: str) -> Path:
     """Mid price, equity and inventory of one lane on one time axis, part after part.
 
     Args:
@@ -187,6 +199,8 @@ def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, q
             data's first decision), ``mid`` [T], ``fast_equity``, ``fast_position`` [T] and
             optionally ``exact_equity``, ``exact_position`` [T].  Each part starts flat.
         quote, qty_unit: units of equity and inventory.
+        price_unit: the mid's unit (``USD per ETH``: an inverse contract's PnL is in the coin, its
+            prices are not).
     """
     fig = _figure(13.0, 8.6)
     ax_mid, ax_eq, ax_pos = fig.subplots(3, 1, sharex=True, height_ratios=(1.0, 1.5, 1.2))
@@ -219,7 +233,7 @@ def lane_curves(path: str | os.PathLike, *, parts: Sequence[dict], quote: str, q
                   buckets=buckets, center="mean", alpha=0.12)
         for line in ax_eq.get_lines():
             handles.setdefault(line.get_label(), line)
-    ax_mid.set_ylabel(f"mid ({quote})")
+    ax_mid.set_ylabel(f"mid ({price_unit})")
     ax_mid.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax_eq.set_ylabel(f"equity ({quote}, after fees,\nmarked to mid; each part from 0)")
     ax_pos.set_ylabel(f"inventory ({qty_unit}, signed)" + ("\nmean and range per bucket" if busy else ""))

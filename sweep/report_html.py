@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .data.instruments import units as instrument_units
 from .errors import InputError
 
 #: the stats table's columns: hftbacktest's summary, then PnL and its decomposition
@@ -168,8 +169,8 @@ def _lane_title(exp, results, lane: int, swept: Sequence[str]) -> str:
     return f"lane {lane}" + (f" (rank {rank})" if rank is not None else "") + f": {ps}"
 
 
-def lane_figures(out_dir: Path, details, exp, results, *, quote: str, qty_unit: str, prefix: str = ""
-                 ) -> dict[str, list[Path]]:
+def lane_figures(out_dir: Path, details, exp, results, *, quote: str, qty_unit: str, price_unit: str,
+                 prefix: str = "") -> dict[str, list[Path]]:
     """``lane_<id>.png`` (curves) per lane, then ``<prefix>markouts_<part>.png`` and
     ``<prefix>decomposition.png`` over all of them; written under ``out_dir``."""
     from . import report_figures as rf
@@ -192,7 +193,8 @@ def lane_figures(out_dir: Path, details, exp, results, *, quote: str, qty_unit: 
         title = f"{exp.name}, {_lane_title(exp, results, int(lane), swept)}\n{pnl}" + (
             f"  (exact engine: queue {details.queue})" if details.queue else "")
         path = out_dir / f"lane_{int(lane)}.png"
-        curves.append(rf.lane_curves(path, parts=panels, quote=quote, qty_unit=qty_unit, title=title))
+        curves.append(rf.lane_curves(path, parts=panels, quote=quote, qty_unit=qty_unit, price_unit=price_unit,
+                                     title=title))
     out = {"curves": curves, "markouts": []}
     for part in parts:
         d = details.parts[part]
@@ -437,7 +439,8 @@ def build_report(run_dir: str | os.PathLike, *, top: int = 5, exact: bool = True
         if len(lanes):
             prep = prepare(exp, log=log)
             details = analyse_lanes(prep, lanes, exact=exact, processes=processes, log=log)
-            figs = lane_figures(work, details, exp, results, quote=quote, qty_unit=qty_unit)
+            figs = lane_figures(work, details, exp, results, quote=quote, qty_unit=qty_unit,
+                                price_unit=instrument_units(inst)["price"])
         overfit = _selection_section(work, exp, results, manifest, details, metric_label)
         for name in ("verify_scatter.png", "verify_fill_models.png"):
             several = len((verify or {}).get("fill_models") or {}) > 1  # else a plot of an earlier verify
@@ -619,7 +622,8 @@ def show_lane(run_dir: str | os.PathLike, lane: int, *, out_dir: str | os.PathLi
     units = stats_units(quote, exp.metrics.book_size, exp.metrics.trading_days_per_year, qty_unit)
     out = Path(out_dir) if out_dir is not None else run_dir / "lanes"
     out.mkdir(parents=True, exist_ok=True)
-    figs = lane_figures(out, details, exp, results, quote=quote, qty_unit=qty_unit, prefix=f"lane_{lane}_")
+    figs = lane_figures(out, details, exp, results, quote=quote, qty_unit=qty_unit, prefix=f"lane_{lane}_",
+                        price_unit=instrument_units(manifest.get("data", {}).get("instrument", {}))["price"])
     swept = list(exp.sweep.names) + [t.target for t in exp.sweep.derived]
     text = [_lane_title(exp, results, lane, swept), "", format_stats(stats_rows(details, exp), units)]
     for part, d in details.parts.items():
