@@ -407,12 +407,7 @@ def _compiled(config: KernelConfig, param_names: tuple[str, ...], block: int = B
     lane functions costs about half a second per config."""
     key = _source_key(config, param_names, block)
     index = _cache_dir() / f"source_{key}.txt" if key else None
-    source = None
-    if index is not None and index.exists():
-        try:  # the index names the module file of the source (``lane_kernel_<digest>.py``)
-            source = (_cache_dir() / index.read_text().strip()).read_text()
-        except OSError:
-            source = None
+    source = _read_indexed(index) if index is not None else None
     if source is not None:
         _lane, int_columns, qty_columns, state_layout, pend_layout = _layouts(config)
         columns = (int_columns, qty_columns)
@@ -420,9 +415,24 @@ def _compiled(config: KernelConfig, param_names: tuple[str, ...], block: int = B
         source, columns, state_layout, pend_layout = (generate(config, param_names, block) if block > 0
                                                       else generate_scalar(config, param_names))
     module = _load_module(source)
-    if index is not None and source is not None and not index.exists():
-        _write_atomic(index, Path(module.__file__).name)
+    if index is not None:
+        try:
+            if not index.exists() or index.read_text() != Path(module.__file__).name:
+                _write_atomic(index, Path(module.__file__).name)
+        except OSError:
+            pass  # the index only saves time
     return module.kernel, columns, state_layout, pend_layout, source
+
+
+def _read_indexed(index: Path) -> str | None:
+    """The source an index names (``lane_kernel_<digest>.py``), if it is there and its content
+    still hashes to its name; else None (generated again)."""
+    try:
+        name = index.read_text().strip()
+        source = (index.parent / name).read_text()
+    except OSError:
+        return None
+    return source if name == _module_file(source) else None
 
 
 def _source_key(config: KernelConfig, param_names: tuple[str, ...], block: int) -> str | None:
@@ -447,16 +457,20 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _module_file(source: str) -> str:
+    """``lane_kernel_<sha256 of the source, 20 hex>.py``."""
+    return f"lane_kernel_{hashlib.sha256(source.encode()).hexdigest()[:20]}.py"
+
+
 def _load_module(source: str):
     """Import generated source as a module from the cache folder (numba caches what a module in
     a file compiles; the file name is the hash of the source, so it never serves stale code)."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     folder = _cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"lane_kernel_{digest}.py"
+    path = folder / _module_file(source)
     if not path.exists():
         _write_atomic(path, source)
-    name = f"mmsweep_lane_kernel_{digest}"
+    name = f"mmsweep_{path.stem}"
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, path)

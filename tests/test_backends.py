@@ -287,6 +287,13 @@ def test_generated_source_is_read_back_without_tracing_and_runs_the_same(frames,
         second = run_lanes_numba(params, rows, config)
     for name in first:
         assert np.array_equal(np.asarray(first[name]), np.asarray(second[name]), equal_nan=True), name
+    monkeypatch.undo()
+    index.write_text("lane_kernel_0.py")  # an index naming a file that is not its source: generated again
+    nb._compiled.cache_clear()
+    with enable_x64(True):
+        third = run_lanes_numba(params, rows, config)
+    assert index.read_text() == nb._module_file(generated)
+    assert np.array_equal(np.asarray(first["PnL"]), np.asarray(third["PnL"]))
     assert nb._source_key(config._replace(maker_fee=0.0), names, nb.BLOCK) != key
     assert nb._source_key(config, names, 0) != key and nb._source_key(config, names[1:], nb.BLOCK) != key
     odd = config._replace(policy=functools.partial(config.policy.func, static=object()))
