@@ -14,6 +14,7 @@ changed the results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,9 +25,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from frames_build import worktree  # noqa: E402
+from frames_build import checkouts  # noqa: E402
 
 #: variables that would point the caches elsewhere than the measurement's own folder
 CACHE_VARIABLES = ("NUMBA_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR", "MMSWEEP_CACHE", "MMSWEEP_JAX_CACHE")
@@ -52,6 +52,14 @@ def same_results(a: Path, b: Path) -> bool:
     return pl.read_parquet(a / "demo" / "results.parquet").equals(pl.read_parquet(b / "demo" / "results.parquet"))
 
 
+@contextlib.contextmanager
+def _removed(folder: Path):
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", help="a git revision to measure too (e.g. HEAD~3)")
@@ -59,13 +67,9 @@ def main() -> None:
     ap.add_argument("--out", default="demo_wall.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mmsweep-demo-wall-"))
-    here = work / "here"
-    here.mkdir()
-    (here / "mmsweep").symlink_to(REPO, target_is_directory=True)  # this checkout, whatever is installed
-    other = worktree(args.against) if args.against else None
-    sides = [("this checkout", here)] + ([(args.against, other[1])] if other else [])
-    timings: dict[str, dict] = {name: {"cold_s": None, "warm_s": []} for name, _ in sides}
-    try:
+    summary: dict = {}
+    with checkouts(args.against) as sides, _removed(work):
+        timings: dict[str, dict] = {name: {"cold_s": None, "warm_s": []} for name, _ in sides}
         for k, (name, parent) in enumerate(sides):
             wall = run_demo(parent, work / f"cache{k}", work / f"runs{k}")
             timings[name]["cold_s"] = wall
@@ -75,17 +79,12 @@ def main() -> None:
                 wall = run_demo(parent, work / f"cache{k}", work / f"runs{k}")
                 timings[name]["warm_s"].append(wall)
                 print(f"{name:>14}  warm  {wall:6.1f} s", flush=True)
-        summary = {"runs": timings}
-        if other:
+        summary["runs"] = timings
+        if args.against:
             summary["same_results"] = same_results(work / "runs0", work / "runs1")
-    finally:
-        if other:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other[0] / "mmsweep")])
-            shutil.rmtree(other[0], ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
     for name, t in timings.items():
         t["warm_best_s"] = min(t["warm_s"])
-    if other:
+    if args.against:
         mine, base = timings["this checkout"], timings[args.against]
         summary["cold_ratio"] = base["cold_s"] / mine["cold_s"]
         summary["warm_ratio"] = base["warm_best_s"] / mine["warm_best_s"]

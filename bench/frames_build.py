@@ -15,6 +15,7 @@ the frames.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -55,12 +56,23 @@ def measure(package_parent: Path, hours: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def worktree(rev: str) -> tuple[Path, Path]:
-    """``(temporary folder, the folder to put on PYTHONPATH)``: REV checked out as package ``mmsweep``."""
-
-    tmp = Path(tempfile.mkdtemp(prefix="mmsweep-rev-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tmp / "mmsweep"), rev], check=True)
-    return tmp, tmp
+@contextlib.contextmanager
+def checkouts(against: str | None):
+    """``[(name, folder to put on PYTHONPATH)]``: this checkout as package ``mmsweep`` (whatever
+    is installed), then REV ``against`` (a temporary git worktree) when given; removed after."""
+    here = Path(tempfile.mkdtemp(prefix="mmsweep-here-"))
+    (here / "mmsweep").symlink_to(REPO, target_is_directory=True)
+    other = Path(tempfile.mkdtemp(prefix="mmsweep-rev-")) if against else None
+    try:
+        if other is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(other / "mmsweep"),
+                            against], check=True)
+        yield [("this checkout", here)] + ([(against, other)] if other is not None else [])
+    finally:
+        if other is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other / "mmsweep")])
+            shutil.rmtree(other, ignore_errors=True)
+        shutil.rmtree(here, ignore_errors=True)
 
 
 def main() -> None:
@@ -70,26 +82,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default="frames_build.json")
     args = ap.parse_args()
-    other = worktree(args.against) if args.against else None
-    here = Path(tempfile.mkdtemp(prefix="mmsweep-here-"))  # this checkout as package mmsweep,
-    (here / "mmsweep").symlink_to(REPO, target_is_directory=True)  # whatever is installed
     rows = []
-    try:
+    with checkouts(args.against) as sides:
         for r in range(args.repeats):
-            for name, parent in [("this checkout", here)] + (
-                    [(args.against, other[1])] if other else []):
+            for name, parent in sides:
                 m = measure(parent, args.hours)
                 m.update(code=name, repeat=r)
                 rows.append(m)
                 print(f"{name:>14}  {args.hours:g} h  {m['rows']:,} rows  wall {m['wall_s']:6.1f} s  "
                       f"cpu {m['cpu_s']:6.1f} s  frames {m['digest']}", flush=True)
-    finally:
-        if other:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other[0] / "mmsweep")])
-            shutil.rmtree(other[0], ignore_errors=True)
-        shutil.rmtree(here, ignore_errors=True)
     summary = {"hours": args.hours, "runs": rows}
-    if other:
+    if args.against:
         mine = [m for m in rows if m["code"] == "this checkout"]
         base = [m for m in rows if m["code"] == args.against]
         summary["same_frames"] = {m["digest"] for m in mine} == {m["digest"] for m in base}

@@ -34,7 +34,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, NamedTuple
 
