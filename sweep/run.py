@@ -127,7 +127,6 @@ def prepare(exp, *, log: Callable[[str], None] = print) -> Prepared:
     from ..kernels.scan import KernelConfig, rebase_frames
     from .grids import build_lanes
 
-    t0 = time.perf_counter()
     spec = exp.frame_spec()
     streamed = exp.data.streamed
     if streamed:  # a file sequence or synthetic days: frames built piece by piece into a store
